@@ -1,0 +1,8 @@
+"""Pure loss and advantage math (no models, no I/O). Each function documents its
+tensor shapes and the paper equation it implements, and returns ``(loss, metrics)``
+where a loss is involved."""
+from speech_rl.algorithms.advantages import group_advantages
+from speech_rl.algorithms.grpo import grpo_loss, k3_kl
+from speech_rl.algorithms.mwer import mwer_loss
+
+__all__ = ["group_advantages", "grpo_loss", "k3_kl", "mwer_loss"]
