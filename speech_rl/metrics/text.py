@@ -1,0 +1,77 @@
+"""Text normalisation and word-level alignment (jiwer does the alignment)."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import jiwer
+
+_PUNCT = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)", re.UNICODE)
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class TextNormalizer:
+    """Normalisation applied to both reference and hypothesis before scoring.
+
+    >>> TextNormalizer()("Hello,  World!  It's Acme-Corp.")
+    "hello world it's acme corp"
+    """
+
+    lowercase: bool = True
+    remove_punctuation: bool = True
+    unicode_form: str = "NFKC"
+
+    def __call__(self, text: str) -> str:
+        if not isinstance(text, str):
+            raise TypeError(f"expected text as str, got {type(text).__name__}: {text!r}")
+        t = unicodedata.normalize(self.unicode_form, text)
+        if self.lowercase:
+            t = t.lower()
+        if self.remove_punctuation:
+            t = _PUNCT.sub(" ", t.replace("_", " "))
+        return _SPACE.sub(" ", t).strip()
+
+
+@dataclass(frozen=True)
+class WordErrors:
+    """Edit operations of one hypothesis against its reference, in words."""
+
+    sub: int
+    dele: int
+    ins: int
+    n_ref: int
+
+    @property
+    def errors(self) -> int:
+        return self.sub + self.dele + self.ins
+
+    @property
+    def wer(self) -> float:
+        """(S + D + I) / N; an empty reference gives 0 if the hypothesis is empty, else 1 per word."""
+        return self.errors / self.n_ref if self.n_ref else float(self.ins)
+
+
+def word_errors(ref: str, hyp: str) -> WordErrors:
+    """Align two already-normalised strings with jiwer.
+
+    >>> word_errors("a b c", "a x c d")
+    WordErrors(sub=1, dele=0, ins=1, n_ref=3)
+    """
+    if not ref.split():
+        return WordErrors(0, 0, len(hyp.split()), 0)
+    if not hyp.split():
+        n = len(ref.split())
+        return WordErrors(0, n, 0, n)
+    out = jiwer.process_words(ref, hyp)
+    return WordErrors(out.substitutions, out.deletions, out.insertions, out.substitutions + out.deletions + out.hits)
+
+
+def keyword_counts(text: str, keywords: list[str]) -> list[int]:
+    """Occurrences of each (normalised, multi-word allowed) keyword as whole words in ``text``.
+
+    >>> keyword_counts("call acme corp or acme acme", ["acme corp", "acme", "zed"])
+    [1, 3, 0]
+    """
+    return [len(re.findall(rf"(?<!\S){re.escape(k)}(?!\S)", text)) if k.strip() else 0 for k in keywords]

@@ -1,0 +1,56 @@
+import math
+
+import pytest
+
+from rewards import RewardError, RewardSet, register_reward
+
+
+@register_reward("test_const")
+def _const(hyp, value=1.0, **_):
+    return [value] * len(hyp)
+
+
+@register_reward("test_bad")
+def _bad(hyp, mode="raise", **_):
+    if mode == "raise":
+        raise ZeroDivisionError("boom")
+    if mode == "nan":
+        return [math.nan] * len(hyp)
+    if mode == "short":
+        return [1.0]
+    if mode == "none":
+        return [None] * len(hyp)
+    return ["x"] * len(hyp)
+
+
+def test_weighted_sum_and_gate():
+    # sample 0: 2 * 1.0 (wer) + 0.5 * 3.0 = 3.5; sample 1 loops -> gate -> -1
+    rs = RewardSet({"wer": {"weight": 2.0}, "test_const": {"weight": 0.5, "value": 3.0},
+                    "hallucination": {"gate": True}})
+    out = rs(hyp=["a b", "b b b b"], ref=["a b", "a b"], duration=[2.0, 2.0], id=["u1", "u2"])
+    assert out.total.tolist() == [3.5, -1.0]
+    assert out.gated.tolist() == [False, True]
+    assert out.means()["wer"] == pytest.approx((1.0 + (1 - 3 / 2)) / 2)
+
+
+def test_none_skips_a_term():
+    rs = RewardSet({"wer": {}, "keyword": {}})
+    out = rs(hyp=["call acme", "hi"], ref=["call acme", "hi"], keywords=[["acme"], None])
+    assert out.total.tolist() == [2.0, 1.0]
+    assert out.means()["keyword"] == 1.0
+
+
+@pytest.mark.parametrize("mode,msg", [("raise", "reward 'test_bad' raised ZeroDivisionError: boom"),
+                                      ("nan", "reward 'test_bad' returned nan for sample 'u1'"),
+                                      ("short", "returned 1 values for 2 samples"),
+                                      ("str", "returned 'x' for sample 'u1'"),
+                                      ("none", "no reward applies to sample 'u1'")])
+def test_contract_violations_raise_naming_the_reward(mode, msg):
+    rs = RewardSet({"test_bad": {"mode": mode}})
+    with pytest.raises(RewardError, match=msg):
+        rs(hyp=["a", "b"], ref=["a", "b"], id=["u1", "u2"])
+
+
+def test_empty_config_is_an_error():
+    with pytest.raises(RewardError, match="no rewards configured"):
+        RewardSet({})
