@@ -1,0 +1,119 @@
+"""ASR data: manifest -> (log-mel features, text, keywords, duration) batches."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from speech_rl.data.features import LogMel, pad_features
+from speech_rl.data.manifest import BadRows, Utterance, read_manifest, utterance_audio
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ASRBatch:
+    """A batch of B utterances."""
+
+    feats: torch.Tensor             # (B, T, n_mels) float, zero padded
+    feat_lens: torch.Tensor         # (B,) long
+    texts: list[str]
+    ids: list[str]
+    keywords: list[list[str] | None]
+    durations: list[float]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to(self, device) -> "ASRBatch":
+        return ASRBatch(self.feats.to(device), self.feat_lens.to(device), self.texts, self.ids, self.keywords,
+                        self.durations)
+
+
+class ManifestDataset(Dataset):
+    """Utterances of a manifest as dicts with log-mel ``feats`` (T, n_mels)."""
+
+    def __init__(self, utterances: list[Utterance], sample_rate: int = 16000, n_mels: int = 80):
+        self.utts = utterances
+        self.sample_rate = sample_rate
+        self.logmel = LogMel(sample_rate=sample_rate, n_mels=n_mels)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> dict:
+        u = self.utts[i]
+        wav = torch.from_numpy(utterance_audio(u, self.sample_rate))
+        return {"id": u.id, "feats": self.logmel(wav), "text": u.text,
+                "keywords": list(u.keywords) if u.keywords is not None else None, "duration": u.duration}
+
+
+def collate_asr(items: list[dict]) -> ASRBatch:
+    feats, lens = pad_features([it["feats"] for it in items])
+    return ASRBatch(feats, lens, [it["text"] for it in items], [it["id"] for it in items],
+                    [it["keywords"] for it in items], [it["duration"] for it in items])
+
+
+class ASRDataModule(L.LightningDataModule):
+    """Train / val manifests -> ASRBatch loaders.
+
+    Args:
+        train_manifest / val_manifest: JSONL paths (val optional).
+        batch_size: prompts per step for RL (each is sampled ``group_size`` times).
+        on_bad_row / check_audio / max_duration: see ``read_manifest``.
+        synth: if given (a dict of ``synth_corpus`` arguments: ``out_dir``, ``splits``,
+            ``seed``), missing manifests are synthesised with eSpeak NG first — the
+            embedded default.
+    """
+
+    def __init__(self, train_manifest: str, val_manifest: str | None = None, batch_size: int = 8,
+                 val_batch_size: int | None = None, sample_rate: int = 16000, n_mels: int = 80,
+                 num_workers: int = 0, on_bad_row: str = "skip", check_audio: str = "full",
+                 max_duration: float | None = 30.0, shuffle: bool = True, seed: int = 0,
+                 synth: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.train_set: ManifestDataset | None = None
+        self.val_set: ManifestDataset | None = None
+        self.bad_rows: dict[str, BadRows] = {}
+
+    def prepare_data(self) -> None:
+        s = self.hparams.synth
+        if s:
+            from speech_rl.data.synth import synth_corpus
+
+            synth_corpus(s["out_dir"], dict(s["splits"]), seed=int(s.get("seed", 0)))
+
+    def _load(self, path: str) -> ManifestDataset:
+        h = self.hparams
+        utts, bad = read_manifest(path, on_bad_row=h.on_bad_row, check_audio=h.check_audio,
+                                  sample_rate=h.sample_rate, max_duration=h.max_duration)
+        self.bad_rows[str(path)] = bad
+        return ManifestDataset(utts, h.sample_rate, h.n_mels)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None and stage in (None, "fit"):
+            self.train_set = self._load(self.hparams.train_manifest)
+        if self.val_set is None and self.hparams.val_manifest and stage in (None, "fit", "validate"):
+            self.val_set = self._load(self.hparams.val_manifest)
+
+    @property
+    def num_bad_rows(self) -> int:
+        return sum(len(b) for b in self.bad_rows.values())
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle,
+                          generator=g, collate_fn=collate_asr, num_workers=self.hparams.num_workers,
+                          drop_last=len(self.train_set) >= self.hparams.batch_size,
+                          persistent_workers=self.hparams.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
+                          shuffle=False, collate_fn=collate_asr, num_workers=self.hparams.num_workers)

@@ -1,0 +1,5 @@
+"""Lightning callbacks: per-phase timing and the device hand-off between phases."""
+from speech_rl.callbacks.handoff import DeviceHandoff
+from speech_rl.callbacks.phases import PhaseAware, PhaseTimer, run_phase
+
+__all__ = ["PhaseAware", "PhaseTimer", "DeviceHandoff", "run_phase"]

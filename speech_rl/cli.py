@@ -1,0 +1,102 @@
+"""``speech-rl`` command line.
+
+  speech-rl train [hydra overrides...]        Hydra app (configs/train.yaml); -m for multirun
+  speech-rl eval MANIFEST CHECKPOINT [--json] [--hyp-out FILE]
+  speech-rl data synth OUT_DIR [--train N --val N --test N --seed S]
+
+``lightning run`` (removed in Lightning 2.5.1) is replaced by ``speech-rl train``: the
+Trainer starts its own processes for ``trainer.devices>1``; for several nodes launch
+``speech-rl train`` under torchrun or SLURM.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+USAGE = __doc__
+
+
+def _train(argv: list[str]) -> int:
+    import hydra
+    from omegaconf import DictConfig
+
+    @hydra.main(config_path="pkg://configs", config_name="train", version_base="1.3")
+    def app(cfg: DictConfig) -> None:
+        from speech_rl.train import train
+
+        metrics = train(cfg)
+        shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "train/reward/mean"))}
+        logging.getLogger("speech_rl").info("done: %s", shown)
+
+    sys.argv = ["speech-rl train"] + argv
+    app()
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speech-rl eval", description="WER / Sub / Ins / Del and keyword recall "
+                                "of a checkpoint's greedy transcripts on a JSONL manifest.")
+    p.add_argument("manifest")
+    p.add_argument("checkpoint")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--hyp-out", help="write id -> hypothesis JSONL here")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) bad manifest rows instead of stopping")
+    a = p.parse_args(argv)
+    from speech_rl.evaluate import format_table, load_policy, score, transcribe_manifest, write_hyps
+
+    policy = load_policy(a.checkpoint)
+    rows = transcribe_manifest(policy, a.manifest, a.batch_size, a.max_new_tokens,
+                               on_bad_row="skip" if a.skip_bad_rows else "error")
+    res = score(rows)
+    if a.hyp_out:
+        write_hyps(rows, a.hyp_out)
+    print(json.dumps(res, indent=2) if a.json else format_table(a.manifest, res))
+    return 0
+
+
+def _data(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speech-rl data")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("synth", help="synthesise a keyword-rich English corpus with eSpeak NG")
+    s.add_argument("out_dir")
+    s.add_argument("--train", type=int, default=256)
+    s.add_argument("--val", type=int, default=32)
+    s.add_argument("--test", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    from speech_rl.data.synth import synth_corpus
+
+    splits = {k: v for k, v in (("train", a.train), ("val", a.val), ("test", a.test)) if v > 0}
+    for split, path in synth_corpus(a.out_dir, splits, seed=a.seed).items():
+        print(f"{split}: {path}")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "data": _data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"speech-rl: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[cmd](rest) or 0
+    except (FileNotFoundError, ValueError) as exc:
+        if cmd == "train":
+            raise
+        print(f"speech-rl {cmd}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Text tokenizers that need no download: a character tokenizer (default) and a
+wrapper over a local Hugging Face tokenizer directory."""
+from __future__ import annotations
+
+import string
+
+
+class CharTokenizer:
+    """Character-level tokenizer with special tokens.
+
+    ids: 0 <pad>, 1 <bos>, 2 <eos>, 3 <unk>, 4 <audio>, 5 </audio>, then ``charset``.
+
+    >>> tok = CharTokenizer()
+    >>> tok.decode(tok.encode("Hello, world"))
+    'hello, world'
+    """
+
+    SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>", "<audio>", "</audio>")
+
+    def __init__(self, charset: str = string.ascii_lowercase + string.digits + " '.,?!-", lowercase: bool = True):
+        if len(set(charset)) != len(charset):
+            raise ValueError(f"charset has duplicate characters: {charset!r}")
+        self.charset, self.lowercase = charset, lowercase
+        self.itos = list(self.SPECIALS) + list(charset)
+        self.stoi = {c: i for i, c in enumerate(self.itos)}
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = 0, 1, 2, 3
+        self.audio_start_id, self.audio_end_id = 4, 5
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        t = text.lower() if self.lowercase else text
+        return [self.stoi.get(c, self.unk_id) for c in t]
+
+    def decode(self, ids) -> str:
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == self.eos_id:
+                break
+            if i >= len(self.SPECIALS):
+                out.append(self.itos[i])
+        return "".join(out)
+
+    def prompt_ids(self) -> tuple[list[int], list[int]]:
+        """Token ids around the audio embeddings: (prefix, suffix)."""
+        return [self.bos_id, self.audio_start_id], [self.audio_end_id]
+
+
+class HFTokenizer:
+    """A local Hugging Face tokenizer (``AutoTokenizer.from_pretrained(path)``, no network).
+    ``prefix`` / ``suffix`` are the prompt strings around the audio embeddings."""
+
+    def __init__(self, path: str, prefix: str = "", suffix: str = "Transcribe:"):
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if self.tok.eos_token_id is None:
+            raise ValueError(f"tokenizer at {path} defines no EOS token")
+        self.eos_id = self.tok.eos_token_id
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_id
+        self.prefix, self.suffix = prefix, suffix
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids]
+        if self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def prompt_ids(self) -> tuple[list[int], list[int]]:
+        return self.encode(self.prefix) if self.prefix else [], self.encode(self.suffix) if self.suffix else []

@@ -1,0 +1,70 @@
+"""The rollout-engine contract (DESIGN.md) and its typed containers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. ``temperature == 0`` is greedy decoding."""
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0              # 0: no top-k filter
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+
+
+@dataclass
+class Rollout:
+    """G samples for each of B prompts, N = B*G rows; the G rows of a prompt are consecutive."""
+
+    tokens: torch.Tensor        # (N, T) long, padded with pad_id after EOS
+    logprobs: torch.Tensor      # (N, T) float32, log-prob of each sampled token under the
+                                #        temperature-scaled, unfiltered distribution; 0 on padding
+    mask: torch.Tensor          # (N, T) float32, 1 for response tokens (EOS included)
+    finished: torch.Tensor      # (N,) bool, emitted EOS before max_new_tokens
+    group_size: int
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(N,) response lengths in tokens (EOS included)."""
+        return self.mask.sum(1).long()
+
+    def __post_init__(self):
+        n, t = self.tokens.shape
+        assert self.logprobs.shape == (n, t) and self.mask.shape == (n, t), \
+            f"rollout shapes disagree: tokens {tuple(self.tokens.shape)}, logprobs {tuple(self.logprobs.shape)}, " \
+            f"mask {tuple(self.mask.shape)}"
+        assert self.finished.shape == (n,) and n % self.group_size == 0, \
+            f"finished {tuple(self.finished.shape)} / group_size {self.group_size} do not fit N={n}"
+
+
+@runtime_checkable
+class RolloutEngine(Protocol):
+    """Generates from prompt embeddings, takes new weights, gives its memory back."""
+
+    def generate(self, prompt_embeds: torch.Tensor, prompt_mask: torch.Tensor, group_size: int,
+                 params: SamplingParams) -> Rollout:
+        """prompt_embeds (B, L, H) left padded, prompt_mask (B, L) -> Rollout of B*group_size rows."""
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load full (unsharded) policy weights by parameter name."""
+
+    def release(self) -> None:
+        """Free the engine's device memory (weights and KV cache) between rollouts."""
+
+    def resume(self) -> None:
+        """Take device memory back (weights first, then cache) before the next rollout."""

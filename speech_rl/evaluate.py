@@ -1,0 +1,78 @@
+"""Evaluate a checkpoint on a manifest: greedy transcripts, WER with Sub/Ins/Del, keyword recall."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.asr import ManifestDataset, collate_asr
+from speech_rl.data.manifest import read_manifest
+from speech_rl.engines import SamplingParams, TorchEngine
+from speech_rl.metrics import ASRErrorRates, TextNormalizer
+from speech_rl.models.audio_llm import AudioLLM, build_audio_llm, load_audio_llm_weights
+
+
+def load_policy(checkpoint: str | Path) -> AudioLLM:
+    """Rebuild the AudioLLM stored in a speech-rl checkpoint (from its hparams) and load its weights."""
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    hp = ckpt.get("hyper_parameters", {})
+    if "model" not in hp:
+        raise ValueError(f"checkpoint {p} has no speech-rl model hyper-parameters (hyper_parameters.model)")
+    model_cfg = dict(hp["model"], init_from=None)
+    policy = build_audio_llm(**model_cfg)
+    load_audio_llm_weights(policy, str(p))
+    return policy.eval()
+
+
+@torch.no_grad()
+def transcribe_manifest(policy: AudioLLM, manifest: str | Path, batch_size: int = 16, max_new_tokens: int = 128,
+                        on_bad_row: str = "error") -> list[dict]:
+    """Greedy transcripts: a list of {id, ref, hyp, keywords} in manifest order."""
+    utts, _ = read_manifest(manifest, on_bad_row=on_bad_row, check_audio="header")
+    ds = ManifestDataset(utts, n_mels=policy.encoder.n_mels)
+    engine = TorchEngine(policy.llm, policy.tokenizer.eos_id, policy.tokenizer.pad_id)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    out = []
+    for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate_asr):
+        frames, lens = policy.encode(batch.feats, batch.feat_lens)
+        prompt, mask = policy(frames, lens)
+        r = engine.generate(prompt, mask, 1, params)
+        for uid, ref, kws, toks in zip(batch.ids, batch.texts, batch.keywords, r.tokens):
+            out.append({"id": uid, "ref": ref, "hyp": policy.tokenizer.decode(toks), "keywords": kws})
+    return out
+
+
+def score(rows: list[dict]) -> dict[str, float]:
+    """Corpus WER / Sub / Ins / Del and keyword recall of transcript rows."""
+    m = ASRErrorRates(TextNormalizer())
+    m.update([r["ref"] for r in rows], [r["hyp"] for r in rows], [r.get("keywords") for r in rows])
+    res = {k: float(v) for k, v in m.compute().items()}
+    res["utterances"] = float(len(rows))
+    return res
+
+
+def format_table(name: str, res: dict[str, float]) -> str:
+    """Markdown table of percentages."""
+    cols = ["wer", "sub", "ins", "del", "keyword_recall"]
+    head = "| set | utts | " + " | ".join(c.upper() if c != "keyword_recall" else "KW recall" for c in cols) + " |"
+    sep = "|" + "---|" * (len(cols) + 2)
+    vals = " | ".join("n/a" if res[c] != res[c] else f"{100 * res[c]:.2f}" for c in cols)
+    return f"{head}\n{sep}\n| {name} | {int(res['utterances'])} | {vals} |"
+
+
+def write_hyps(rows: list[dict], path: str | Path) -> None:
+    """id -> hypothesis as JSONL ({"id", "hyp"} a line), written atomically."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps({"id": r["id"], "hyp": r["hyp"]}, ensure_ascii=False) + "\n")
+    tmp.replace(p)
+
+
+__all__ = ["load_policy", "transcribe_manifest", "score", "format_table", "write_hyps"]

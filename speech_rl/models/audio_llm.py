@@ -1,0 +1,143 @@
+"""AudioLLM: audio encoder -> projector -> causal LM fed with ``inputs_embeds``.
+
+The prompt of utterance b is ``[prefix | audio_b | suffix]`` (embeddings), left padded
+to the batch's longest prompt; the response is text tokens followed by EOS.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from speech_rl.models.llm import build_causal_lm
+from speech_rl.models.projector import Projector
+
+
+class AudioLLM(nn.Module):
+    def __init__(self, tokenizer, encoder: nn.Module, projector: nn.Module, llm: nn.Module):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.encoder, self.projector, self.llm = encoder, projector, llm
+        prefix, suffix = tokenizer.prompt_ids()
+        self.register_buffer("prefix_ids", torch.tensor(prefix, dtype=torch.long), persistent=False)
+        self.register_buffer("suffix_ids", torch.tensor(suffix, dtype=torch.long), persistent=False)
+
+    # ---- prompt ---------------------------------------------------------------------
+    def encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder only: (B, T, F), (B,) -> (B, T', D_enc), (B,)."""
+        return self.encoder(feats, lengths)
+
+    def prompt_embeds(self, frames: torch.Tensor, frame_lens: torch.Tensor,
+                      projector: nn.Module | None = None, llm: nn.Module | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder frames -> left-padded prompt embeddings (B, Lp, H) and mask (B, Lp).
+
+        ``projector`` / ``llm`` default to this model's; the reference policy passes its own.
+        """
+        projector = projector or self.projector
+        emb_layer = (llm or self.llm).get_input_embeddings()
+        audio, audio_lens = projector(frames, frame_lens)                       # (B, La, H)
+        pre, suf = emb_layer(self.prefix_ids), emb_layer(self.suffix_ids)       # (P, H), (S, H)
+        b, h = audio.shape[0], audio.shape[-1]
+        lens = audio_lens + pre.shape[0] + suf.shape[0]
+        lp = int(lens.max())
+        out = audio.new_zeros(b, lp, h)
+        mask = torch.zeros(b, lp, dtype=torch.long, device=audio.device)
+        for i in range(b):
+            seq = torch.cat([pre, audio[i, : audio_lens[i]], suf])
+            out[i, lp - seq.shape[0]:] = seq
+            mask[i, lp - seq.shape[0]:] = 1
+        return out, mask
+
+    def forward(self, frames: torch.Tensor, frame_lens: torch.Tensor, resp_ids: torch.Tensor | None = None,
+                resp_mask: torch.Tensor | None = None, group_size: int = 1, temperature: float = 1.0,
+                with_entropy: bool = False):
+        """One entry point, so that FSDP unshards the projector and embeddings around it.
+
+        Without ``resp_ids``: encoder frames (B, T', D) -> prompt embeds (B, Lp, H), mask (B, Lp).
+        With ``resp_ids`` (B*G, T) / ``resp_mask`` (B*G, T): each prompt is built once and
+        repeated ``group_size`` times, then scored -> logp (B*G, T), entropy or None.
+        """
+        prompt, mask = self.prompt_embeds(frames, frame_lens)
+        if resp_ids is None:
+            return prompt, mask
+        if group_size > 1:
+            prompt, mask = prompt.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)
+        return self.response_logprobs(prompt, mask, resp_ids, resp_mask, temperature, with_entropy=with_entropy)
+
+    # ---- scoring --------------------------------------------------------------------
+    def response_logprobs(self, prompt: torch.Tensor, prompt_mask: torch.Tensor, resp_ids: torch.Tensor,
+                          resp_mask: torch.Tensor, temperature: float = 1.0, llm: nn.Module | None = None,
+                          with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs of response tokens under ``llm`` (default: this model's).
+
+        Args: prompt (N, Lp, H), prompt_mask (N, Lp), resp_ids (N, T), resp_mask (N, T);
+        temperature divides the logits as in sampling.
+        Returns logp (N, T) float32 and, if asked, the entropy of each step's
+        distribution (N, T); padding positions are 0.
+        """
+        llm = llm or self.llm
+        t = resp_ids.shape[1]
+        emb = llm.get_input_embeddings()(resp_ids)
+        inputs = torch.cat([prompt, emb.to(prompt.dtype)], dim=1)
+        mask = torch.cat([prompt_mask, torch.ones_like(resp_mask, dtype=prompt_mask.dtype)], dim=1)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=pos, use_cache=False,
+                     logits_to_keep=t + 1).logits[:, :t]                          # (N, T, V)
+        logits = logits.float() / (temperature if temperature > 0 else 1.0)
+        logsm = torch.log_softmax(logits, dim=-1)
+        logp = logsm.gather(-1, resp_ids.unsqueeze(-1)).squeeze(-1) * resp_mask
+        ent = None
+        if with_entropy:
+            ent = -(logsm.exp() * logsm).sum(-1) * resp_mask
+        return logp, ent
+
+    def target_ids(self, texts: list[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts -> padded target ids with EOS (N, T) and mask (N, T)."""
+        seqs = [self.tokenizer.encode(s) + [self.tokenizer.eos_id] for s in texts]
+        t = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), t), self.tokenizer.pad_id, dtype=torch.long, device=device)
+        mask = torch.zeros(len(seqs), t, dtype=torch.float32, device=device)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, device=device)
+            mask[i, : len(s)] = 1
+        return ids, mask
+
+
+def build_audio_llm(tokenizer: Any, encoder: Any, llm: dict, projector: dict | None = None,
+                    init_from: str | None = None) -> AudioLLM:
+    """Build from config: ``tokenizer`` / ``encoder`` are Hydra ``_target_`` dicts (or
+    objects), ``llm`` the kwargs of ``build_causal_lm``, ``projector`` of ``Projector``.
+    ``init_from`` loads AudioLLM weights from a speech-rl checkpoint or a state-dict file."""
+    tok = instantiate(tokenizer) if isinstance(tokenizer, dict) or hasattr(tokenizer, "_target_") else tokenizer
+    enc = instantiate(encoder) if isinstance(encoder, dict) or hasattr(encoder, "_target_") else encoder
+    lm = build_causal_lm(vocab_size=tok.vocab_size, **dict(llm))
+    proj = Projector(enc.d_model, lm.get_input_embeddings().embedding_dim, **dict(projector or {}))
+    model = AudioLLM(tok, enc, proj, lm)
+    if init_from:
+        load_audio_llm_weights(model, init_from)
+    return model
+
+
+def load_audio_llm_weights(model: AudioLLM, path: str) -> None:
+    """Load weights saved by speech-rl (a Lightning checkpoint whose ``policy.*`` keys are
+    the AudioLLM, or a plain state dict). Shape mismatches are named."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"init_from checkpoint {p} does not exist")
+    sd = torch.load(p, map_location="cpu", weights_only=False)
+    sd = sd.get("state_dict", sd)
+    if any(k.startswith("policy.") for k in sd):
+        sd = {k[len("policy."):]: v for k, v in sd.items() if k.startswith("policy.")}
+    own = model.state_dict()
+    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"checkpoint {p} was saved from a model of another shape: " + "; ".join(bad[:5]))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]    # tied to the embeddings
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {p} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -1,0 +1,84 @@
+"""Audio encoders: log-mel (B, T, F) + lengths -> frames (B, T', D) + lengths."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def sinusoidal_positions(n: int, d: int, device=None) -> torch.Tensor:
+    """(n, d) fixed sinusoidal position table."""
+    pos = torch.arange(n, device=device, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d))
+    pe = torch.zeros(n, d, device=device)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div[: d // 2])
+    return pe
+
+
+class ConvTransformerEncoder(nn.Module):
+    """Two stride-2 conv2d layers (4x time subsampling) + pre-norm Transformer layers.
+
+    forward: feats (B, T, n_mels), lengths (B,) -> (B, T', d_model), lengths' (B,), with
+    ``T' = ceil(ceil(T / 2) / 2)`` (two 3x3 convs, stride 2, padding 1).
+    """
+
+    def __init__(self, n_mels: int = 80, d_model: int = 144, n_layers: int = 4, n_heads: int = 4,
+                 ff_mult: int = 4, dropout: float = 0.1, conv_channels: int = 64):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, conv_channels, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(conv_channels, conv_channels, 3, stride=2, padding=1), nn.GELU())
+        f_out = (n_mels + 1) // 2
+        f_out = (f_out + 1) // 2
+        self.proj = nn.Linear(conv_channels * f_out, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, ff_mult * d_model, dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.d_model, self.n_mels = d_model, n_mels
+
+    @staticmethod
+    def out_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        for _ in range(2):
+            lengths = (lengths + 1) // 2    # conv k=3, s=2, p=1: floor((L + 2 - 3) / 2) + 1
+        return lengths
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = feats.shape[0]
+        x = self.conv(feats.unsqueeze(1))                        # (B, C, T', F')
+        x = self.proj(x.permute(0, 2, 1, 3).reshape(b, x.shape[2], -1))
+        out_lens = self.out_lengths(lengths).clamp(max=x.shape[1])
+        x = x + sinusoidal_positions(x.shape[1], self.d_model, x.device)
+        pad = torch.arange(x.shape[1], device=x.device)[None] >= out_lens[:, None]
+        x = self.layers(x, src_key_padding_mask=pad)
+        return self.norm(x), out_lens
+
+
+class WhisperAudioEncoder(nn.Module):
+    """The Hugging Face Whisper encoder: from a local ``pretrained_path`` or built from a
+    WhisperConfig (``config`` kwargs). Features are padded / cut to the encoder's fixed
+    window (2 * max_source_positions frames). Output (B, max_source_positions, d_model)."""
+
+    def __init__(self, pretrained_path: str | None = None, **config):
+        super().__init__()
+        from transformers import WhisperConfig
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        if pretrained_path:
+            from transformers import WhisperModel
+
+            self.enc = WhisperModel.from_pretrained(pretrained_path, local_files_only=True).get_encoder()
+        else:
+            self.enc = WhisperEncoder(WhisperConfig(**config))
+        self.window = 2 * self.enc.config.max_source_positions
+        self.d_model = self.enc.config.d_model
+        self.n_mels = self.enc.config.num_mel_bins
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = feats.transpose(1, 2)                                # (B, n_mels, T)
+        t = x.shape[-1]
+        x = nn.functional.pad(x, (0, self.window - t)) if t < self.window else x[..., : self.window]
+        out = self.enc(input_features=x).last_hidden_state      # (B, window / 2, D)
+        return out, ((lengths.clamp(max=self.window) + 1) // 2).clamp(max=out.shape[1])

@@ -1,0 +1,182 @@
+"""ASR post-training of an audio LLM with GRPO (PAPER.md eq. 1-4) or MWER.
+
+One training step (each part a timed phase; see ``speech_rl.callbacks``):
+  encode   audio -> encoder frames, once per utterance (frozen encoder)
+  rollout  prompt [prefix | audio | suffix] -> engine samples G hypotheses each
+  reward   decode -> RewardSet (by name and weight, gates) -> group advantages (eq. 1)
+  policy   reference log-probs, then clipped surrogate + k3 KL (eq. 2-4) or MWER;
+           guarded optimiser step
+  sync     full policy LM weights -> engine (on-policy)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from datamodules.asr import ASRBatch
+from rewards import RewardSet
+from rewards.asr import HallucinationReward
+from speech_rl.algorithms import group_advantages, grpo_loss, mwer_loss
+from speech_rl.callbacks.phases import run_phase
+from speech_rl.engines import SamplingParams
+from speech_rl.metrics import ASRErrorRates, TextNormalizer, word_errors
+from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
+from speech_rl.modules.rl_base import RLModule, finite_mean
+
+LOSSES = ("grpo", "mwer")
+
+
+class ASRGRPOModule(RLModule):
+    """Args (each a config group; see ``configs/``):
+        model: ``build_audio_llm`` kwargs (tokenizer, encoder, llm, projector, init_from).
+        algorithm: name (grpo | mwer), group_size, clip_eps, clip_eps_high, beta,
+            scale_advantages, ppo_epochs, micro_batch_size.
+        reward: plugins (files or modules), terms ({name: {weight, gate, params...}}).
+        rollout: engine, engine_kwargs, max_new_tokens, temperature, top_p, top_k,
+            val_max_new_tokens.
+        optim: lr, weight_decay, betas, grad_clip, warmup_steps.
+        freeze_encoder: keep the audio encoder fixed (trained: projector + LM).
+    """
+
+    def __init__(self, model: dict, algorithm: dict, reward: dict, rollout: dict, optim: dict,
+                 freeze_encoder: bool = True, seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        if algorithm["name"] not in LOSSES:
+            raise ValueError(f"unknown algorithm {algorithm['name']!r}; available: {', '.join(LOSSES)}")
+        self.policy: AudioLLM = build_audio_llm(**model)
+        if freeze_encoder:
+            self.policy.encoder.requires_grad_(False)
+        self.reference = AudioLLM(self.policy.tokenizer, nn.Identity(), self._init_reference(self.policy.projector),
+                                  self._init_reference(self.policy.llm)).requires_grad_(False)
+        self.rewards = RewardSet(reward.get("terms", {}), reward.get("plugins"))
+        self.hallucination_probe = HallucinationReward()
+        self.normalizer = TextNormalizer()
+        self.val_metric = ASRErrorRates(self.normalizer)
+        self.group_size = int(algorithm["group_size"])
+        self.train_params = SamplingParams(max_new_tokens=int(rollout["max_new_tokens"]),
+                                           temperature=float(rollout.get("temperature", 1.0)),
+                                           top_p=float(rollout.get("top_p", 1.0)), top_k=int(rollout.get("top_k", 0)))
+        self.val_params = SamplingParams(max_new_tokens=int(rollout.get("val_max_new_tokens")
+                                                            or rollout["max_new_tokens"]), temperature=0.0)
+
+    # ---- RLModule hooks -----------------------------------------------------------------
+    def create_engine(self) -> None:
+        tok = self.policy.tokenizer
+        self._build_engine(self.policy.llm, tok.eos_id, tok.pad_id)
+
+    def engine_source(self) -> nn.Module:
+        return self.policy.llm
+
+    def fsdp_roots(self):
+        return [(self.policy, self.policy.llm), (self.reference, self.reference.llm)]
+
+    def handoff_components(self) -> dict[str, Any]:
+        return {"encoder": self.policy.encoder, "engine": self.engine, "reference": self.reference,
+                "reward_models": [fn for fn in self.rewards.fns.values() if isinstance(fn, nn.Module)]}
+
+    # ---- pieces of the step -------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, batch: ASRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F) features -> (B, T', D) frames, once per utterance."""
+        with run_phase(self, "encode"):
+            return self.policy.encode(batch.feats, batch.feat_lens)
+
+    @torch.no_grad()
+    def generate(self, frames: torch.Tensor, frame_lens: torch.Tensor, group_size: int,
+                 params: SamplingParams, phase: str = "rollout"):
+        with run_phase(self, phase):
+            prompt, mask = self.policy(frames, frame_lens)
+            return self.engine.generate(prompt, mask, group_size, params)
+
+    def score(self, batch: ASRBatch, rollout) -> tuple[list[str], Any, torch.Tensor, dict]:
+        """Decode hypotheses, compute rewards and group advantages."""
+        g = self.group_size
+        with run_phase(self, "reward"):
+            hyps = [self.policy.tokenizer.decode(t) for t in rollout.tokens]
+            rep = lambda xs: [x for x in xs for _ in range(g)]       # noqa: E731  (B,) -> (B*G,)
+            fields = {"hyp": hyps, "ref": rep(batch.texts), "keywords": rep(batch.keywords),
+                      "duration": rep(batch.durations), "id": rep(batch.ids),
+                      "tokens": [t[m.bool()].tolist() for t, m in zip(rollout.tokens, rollout.mask)]}
+            out = self.rewards(**fields)
+            adv, adv_m = group_advantages(out.total, g, scale=bool(self.hparams.algorithm.get("scale_advantages", True)))
+            self.hallucination_probe(**fields)
+            stats = {"hallucination_rate": finite_mean([float(r is not None) for r in self.hallucination_probe.last_reasons]),
+                     **{f"adv_{k}": float(v) for k, v in adv_m.items()}}
+        return hyps, out, adv, {**fields, **stats}
+
+    def policy_losses(self, frames, frame_lens, rollout, adv, fields, metrics: dict):
+        """Yield the loss of each micro-batch (for ``guarded_step``) and fill ``metrics``."""
+        a = self.hparams.algorithm
+        g = self.group_size
+        dev = self.device
+        ids, mask = rollout.tokens.to(dev), rollout.mask.to(dev)
+        temp = self.train_params.temperature or 1.0
+        n = ids.shape[0]
+        with torch.no_grad():
+            ref_logp = None
+            if a["name"] == "grpo" and float(a.get("beta", 0.0)) > 0:
+                ref_logp, _ = self.reference(frames, frame_lens, ids, mask, g, temp)
+        mb = int(a.get("micro_batch_size") or n)
+        mb = max(g, mb - mb % g)                                      # whole groups per micro-batch
+        acc: dict[str, list] = {}
+        for start in range(0, n, mb):
+            sl = slice(start, start + mb)
+            bsl = slice(start // g, (start + mb) // g)
+            logp, ent = self.policy(frames[bsl], frame_lens[bsl], ids[sl], mask[sl], g, temp, with_entropy=True)
+            if a["name"] == "grpo":
+                loss, m = grpo_loss(logp, logp.detach(), ref_logp[sl] if ref_logp is not None else None,
+                                    adv[sl].to(dev), mask[sl], clip_eps=float(a.get("clip_eps", 0.2)),
+                                    beta=float(a.get("beta", 0.0)), clip_eps_high=a.get("clip_eps_high"))
+            else:
+                errs = torch.tensor([word_errors(self.normalizer(r), self.normalizer(h)).errors
+                                     for r, h in zip(fields["ref"][sl], fields["hyp"][sl])], device=dev)
+                ref_len = torch.tensor([len(self.normalizer(r).split()) for r in fields["ref"][sl][::g]], device=dev)
+                loss, m = mwer_loss((logp * mask[sl]).sum(1), errs, g,
+                                    normalise_by_ref_len=ref_len if a.get("mwer_normalise") else None)
+            m["entropy"] = (ent.sum() / mask[sl].sum().clamp(min=1)).detach()
+            m["loss"] = loss.detach()
+            for k, v in m.items():
+                acc.setdefault(k, []).append(float(v))
+            yield loss * (logp.shape[0] / n)
+        metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
+
+    # ---- Lightning ----------------------------------------------------------------------
+    def training_step(self, batch: ASRBatch, batch_idx: int) -> None:
+        frames, frame_lens = self.encode(batch)
+        rollout = self.generate(frames, frame_lens, self.group_size, self.train_params)
+        hyps, rewards, adv, fields = self.score(batch, rollout)
+        metrics: dict[str, float] = {}
+        with run_phase(self, "policy"):
+            for _ in range(int(self.hparams.algorithm.get("ppo_epochs", 1))):
+                metrics.update(self.guarded_step(self.policy_losses(frames, frame_lens, rollout, adv, fields, metrics)))
+        self.sync_engine()
+        lengths = rollout.lengths.float()
+        log = {"train/reward/mean": rewards.total.mean().item(), "train/reward/std": rewards.total.std().item(),
+               "train/response_len": lengths.mean().item(),
+               "train/truncated_frac": (~rollout.finished).float().mean().item(),
+               "train/hallucination_rate": fields["hallucination_rate"],
+               "train/gate_rate": rewards.gated.float().mean().item(),
+               "train/zero_std_frac": fields["adv_zero_std_frac"]}
+        log.update({f"train/reward/{k}": v for k, v in rewards.means().items()})
+        log.update({f"train/{k}": v for k, v in metrics.items()})
+        self.log_dict(log, on_step=True, on_epoch=False, prog_bar=False, batch_size=len(batch))
+        self.log("reward", log["train/reward/mean"], prog_bar=True, logger=False, batch_size=len(batch))
+
+    def transcribe(self, batch: ASRBatch) -> list[str]:
+        """Greedy transcripts of a batch (through the engine, whose weights mirror the policy)."""
+        frames, lens = self.policy.encode(batch.feats, batch.feat_lens)
+        r = self.generate(frames, lens, 1, self.val_params, phase="validate")
+        return [self.policy.tokenizer.decode(t) for t in r.tokens]
+
+    def validation_step(self, batch: ASRBatch, batch_idx: int) -> None:
+        with torch.no_grad():
+            hyps = self.transcribe(batch)
+        self.val_metric.update(batch.texts, hyps, batch.keywords)
+
+    def on_validation_epoch_end(self) -> None:
+        res = self.val_metric.compute()
+        self.val_metric.reset()
+        self.log_dict({f"val/{k}": float(v) for k, v in res.items()}, sync_dist=False, rank_zero_only=False)

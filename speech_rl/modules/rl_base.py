@@ -1,0 +1,170 @@
+"""What every RL module shares: manual optimisation with numerical guards, the
+frozen reference, the rollout engine and its on-policy weight sync, FSDP2 sharding,
+checkpoint hooks for the engine's state."""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Any, Iterator
+
+import lightning as L
+import torch
+from torch import nn
+
+from speech_rl.callbacks.phases import run_phase
+from speech_rl.engines import build_engine
+
+log = logging.getLogger(__name__)
+
+
+def full_named_parameters(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, full tensor) of every parameter; FSDP2-sharded (DTensor) parameters are
+    all-gathered, so every rank must iterate this together."""
+    for name, p in module.named_parameters():
+        t = p.data
+        if hasattr(t, "full_tensor"):
+            t = t.full_tensor()
+        yield name, t.detach()
+
+
+def shard_causal_lm(lm: nn.Module, mesh) -> None:
+    """FSDP2 ``fully_shard`` each decoder layer (HF ``model.layers``); the caller shards the root."""
+    from torch.distributed.fsdp import fully_shard
+
+    layers = getattr(getattr(lm, "model", lm), "layers", None)
+    if layers is None:
+        raise ValueError(f"cannot find decoder layers on {type(lm).__name__} to shard (expected .model.layers)")
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+
+
+class RLModule(L.LightningModule):
+    """Base for RL post-training modules (manual optimisation).
+
+    Subclasses build ``self.policy`` (trainable), then call ``_init_rl`` which creates
+    the frozen reference. ``optim`` keys: lr, weight_decay, betas, grad_clip,
+    warmup_steps.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.engine = None
+        self.skipped_steps = 0
+
+    # ---- construction ------------------------------------------------------------------
+    def _init_reference(self, trainable: nn.Module) -> nn.Module:
+        ref = copy.deepcopy(trainable)
+        ref.requires_grad_(False).eval()
+        return ref
+
+    def _build_engine(self, lm: nn.Module, eos_id: int, pad_id: int) -> None:
+        cfg = self.hparams.rollout
+        seed = int(self.hparams.get("seed", 0)) + 1000 * self.global_rank
+        self.engine = build_engine(cfg.get("engine", "torch"), lm=lm, eos_id=eos_id, pad_id=pad_id, seed=seed,
+                                   **dict(cfg.get("engine_kwargs") or {}))
+
+    def configure_model(self) -> None:
+        """FSDP2 under ``ModelParallelStrategy``: shard decoder layers, then each trainable
+        root (see ``fsdp_roots``). Other strategies: nothing to do."""
+        mesh = getattr(self, "device_mesh", None)
+        if mesh is None or getattr(self, "_sharded", False):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+        for root, lm in self.fsdp_roots():
+            shard_causal_lm(lm, dp_mesh)
+            fully_shard(root, mesh=dp_mesh)
+        self._sharded = True
+
+    def fsdp_roots(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(root module, its causal LM) pairs to shard with FSDP2."""
+        raise NotImplementedError
+
+    # ---- optimisation ------------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.hparams.optim
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o.get("weight_decay", 0.0),
+                                betas=tuple(o.get("betas", (0.9, 0.999))))
+        warm = int(o.get("warmup_steps", 0))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def guarded_step(self, losses: Iterator[torch.Tensor]) -> dict[str, float]:
+        """Backward every micro-batch loss yielded by ``losses``, clip, and step — unless a
+        loss or gradient is non-finite on any rank, in which case the step is skipped
+        (gradients dropped, ``train/skipped_steps`` counted) and no weight changes."""
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        opt.zero_grad(set_to_none=True)
+        finite = True
+        for loss in losses:
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            self.manual_backward(loss)
+        grad_norm = torch.tensor(float("nan"))
+        if finite:
+            clip = self.hparams.optim.get("grad_clip")
+            params = [p for p in self.policy.parameters() if p.grad is not None]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+            if hasattr(grad_norm, "full_tensor"):
+                grad_norm = grad_norm.full_tensor()
+            finite = bool(torch.isfinite(grad_norm))
+        finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            opt.step()
+            sched.step()
+        else:
+            opt.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            log.warning("step %d skipped: non-finite loss or gradient (%d skipped so far)",
+                        self.global_step, self.skipped_steps)
+        return {"grad_norm": float(grad_norm), "skipped_steps": float(self.skipped_steps),
+                "lr": float(sched.get_last_lr()[0])}
+
+    # ---- engine sync -----------------------------------------------------------------
+    def sync_engine(self) -> None:
+        """Push the policy LM's full weights to the rollout engine (on-policy)."""
+        with run_phase(self, "sync"):
+            self.engine.update_weights(full_named_parameters(self.engine_source()))
+
+    def engine_source(self) -> nn.Module:
+        """The module whose parameters the engine mirrors."""
+        raise NotImplementedError
+
+    def on_train_start(self) -> None:
+        self.sync_engine()          # also after a resume: the checkpoint's weights reach the engine
+
+    def on_validation_start(self) -> None:
+        if not self.trainer.sanity_checking and self.trainer.state.fn == "validate":
+            self.sync_engine()
+
+    # ---- checkpoint --------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["speech_rl"] = {"engine": self.engine.state_dict() if self.engine else {},
+                                   "skipped_steps": self.skipped_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("speech_rl", {})
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self._engine_state = state.get("engine")
+        if self.engine is not None and self._engine_state:
+            self.engine.load_state_dict(self._engine_state)
+
+    def setup(self, stage: str) -> None:
+        if self.engine is None:
+            self.create_engine()
+        if getattr(self, "_engine_state", None):
+            self.engine.load_state_dict(self._engine_state)
+
+    def create_engine(self) -> None:
+        raise NotImplementedError
+
+
+def finite_mean(xs: list[float]) -> float:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else float("nan")
