@@ -19,19 +19,10 @@ USAGE = __doc__
 
 
 def _train(argv: list[str]) -> int:
-    import hydra
-    from omegaconf import DictConfig
+    from speech_rl import train_app
 
-    @hydra.main(config_path="pkg://configs", config_name="train", version_base="1.3")
-    def app(cfg: DictConfig) -> None:
-        from speech_rl.train import train
-
-        metrics = train(cfg)
-        shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "train/reward/mean"))}
-        logging.getLogger("speech_rl").info("done: %s", shown)
-
-    sys.argv = ["speech-rl train"] + argv
-    app()
+    sys.argv = [train_app.__file__] + argv       # Lightning re-runs sys.argv[0] for the other ranks
+    train_app.app()
     return 0
 
 
@@ -81,7 +72,8 @@ COMMANDS = {"train": _train, "eval": _eval, "data": _data}
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    if argv[:1] != ["train"]:                     # Hydra configures logging for train
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0

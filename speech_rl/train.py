@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import lightning as L
@@ -31,8 +32,21 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
 
+def _quiet_duplicate_loggers() -> None:
+    """Lightning attaches its own console handlers; under Hydra (which configures the root
+    logger) every line would print twice."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        if logging.getLogger().handlers:
+            lg.handlers.clear()
+            lg.propagate = True
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")   # frozen ref / engine
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Seed, build data / module / trainer from ``cfg``, fit; returns the last logged metrics."""
+    _quiet_duplicate_loggers()
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)

@@ -23,7 +23,7 @@ from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams
 from speech_rl.metrics import ASRErrorRates, TextNormalizer, word_errors
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
-from speech_rl.modules.rl_base import RLModule, finite_mean
+from speech_rl.modules.rl_base import RLModule, decoder_layers, finite_mean
 
 LOSSES = ("grpo", "mwer")
 
@@ -70,8 +70,14 @@ class ASRGRPOModule(RLModule):
     def engine_source(self) -> nn.Module:
         return self.policy.llm
 
-    def fsdp_roots(self):
-        return [(self.policy, self.policy.llm), (self.reference, self.reference.llm)]
+    def fsdp_units(self) -> list[nn.Module]:
+        return [*decoder_layers(self.policy.llm), self.policy, *decoder_layers(self.reference.llm), self.reference]
+
+    def fsdp_replicated(self) -> list[nn.Module]:
+        if not self.hparams.freeze_encoder:
+            raise ValueError("FSDP2 needs freeze_encoder=true (a trained encoder would have to be its own "
+                             "FSDP root, called before the policy)")
+        return [self.policy.encoder]
 
     def handoff_components(self) -> dict[str, Any]:
         return {"encoder": self.policy.encoder, "engine": self.engine, "reference": self.reference,
@@ -162,6 +168,7 @@ class ASRGRPOModule(RLModule):
                "train/zero_std_frac": fields["adv_zero_std_frac"]}
         log.update({f"train/reward/{k}": v for k, v in rewards.means().items()})
         log.update({f"train/{k}": v for k, v in metrics.items()})
+        log = self.mean_over_ranks(log)
         self.log_dict(log, on_step=True, on_epoch=False, prog_bar=False, batch_size=len(batch))
         self.log("reward", log["train/reward/mean"], prog_bar=True, logger=False, batch_size=len(batch))
 
@@ -179,4 +186,4 @@ class ASRGRPOModule(RLModule):
     def on_validation_epoch_end(self) -> None:
         res = self.val_metric.compute()
         self.val_metric.reset()
-        self.log_dict({f"val/{k}": float(v) for k, v in res.items()}, sync_dist=False, rank_zero_only=False)
+        self.log_dict({f"val/{k}": float(v) for k, v in res.items()}, sync_dist=True)   # equal on all ranks already

@@ -28,15 +28,12 @@ def full_named_parameters(module: nn.Module) -> Iterator[tuple[str, torch.Tensor
         yield name, t.detach()
 
 
-def shard_causal_lm(lm: nn.Module, mesh) -> None:
-    """FSDP2 ``fully_shard`` each decoder layer (HF ``model.layers``); the caller shards the root."""
-    from torch.distributed.fsdp import fully_shard
-
+def decoder_layers(lm: nn.Module) -> list[nn.Module]:
+    """The decoder layers of an HF causal LM (``.model.layers``), the natural FSDP units."""
     layers = getattr(getattr(lm, "model", lm), "layers", None)
     if layers is None:
         raise ValueError(f"cannot find decoder layers on {type(lm).__name__} to shard (expected .model.layers)")
-    for layer in layers:
-        fully_shard(layer, mesh=mesh)
+    return list(layers)
 
 
 class RLModule(L.LightningModule):
@@ -74,14 +71,19 @@ class RLModule(L.LightningModule):
         from torch.distributed.fsdp import fully_shard
 
         dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
-        for root, lm in self.fsdp_roots():
-            shard_causal_lm(lm, dp_mesh)
-            fully_shard(root, mesh=dp_mesh)
+        ignored = {p for m in self.fsdp_replicated() for p in m.parameters()}
+        for unit in self.fsdp_units():
+            fully_shard(unit, mesh=dp_mesh, ignored_params=ignored or None)
         self._sharded = True
 
-    def fsdp_roots(self) -> list[tuple[nn.Module, nn.Module]]:
-        """(root module, its causal LM) pairs to shard with FSDP2."""
+    def fsdp_units(self) -> list[nn.Module]:
+        """Modules to ``fully_shard``, inner units before the roots that contain them."""
         raise NotImplementedError
+
+    def fsdp_replicated(self) -> list[nn.Module]:
+        """Frozen modules the step calls on their own (e.g. the audio encoder): kept whole
+        on every rank, outside FSDP (its lazy init wants the root's forward first)."""
+        return []
 
     # ---- optimisation ------------------------------------------------------------------
     def configure_optimizers(self):
@@ -125,6 +127,19 @@ class RLModule(L.LightningModule):
                         self.global_step, self.skipped_steps)
         return {"grad_norm": float(grad_norm), "skipped_steps": float(self.skipped_steps),
                 "lr": float(sched.get_last_lr()[0])}
+
+    def mean_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Average scalar metrics over data-parallel ranks in one all-reduce (NaN-aware)."""
+        if self.trainer.world_size <= 1:
+            return metrics
+        keys = sorted(metrics)
+        vals = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.device)
+        ok = torch.isfinite(vals)
+        both = torch.stack([torch.where(ok, vals, torch.zeros_like(vals)), ok.double()])
+        both = self.trainer.strategy.reduce(both, reduce_op="sum")
+        mean = both[0] / both[1].clamp(min=1)
+        mean = torch.where(both[1] > 0, mean, torch.full_like(mean, float("nan")))
+        return dict(zip(keys, mean.tolist()))
 
     # ---- engine sync -----------------------------------------------------------------
     def sync_engine(self) -> None:
