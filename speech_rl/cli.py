@@ -19,9 +19,16 @@ USAGE = __doc__
 
 
 def _train(argv: list[str]) -> int:
+    import importlib.util
+
+    import __main__
     from speech_rl import train_app
 
-    sys.argv = [train_app.__file__] + argv       # Lightning re-runs sys.argv[0] for the other ranks
+    # Lightning starts the other ranks by re-running this process: `python sys.argv[0] ...`, or
+    # `python -m <__main__.__spec__.name> ...` when started with -m. Point both at the train app.
+    sys.argv = [train_app.__file__] + argv
+    if getattr(__main__, "__spec__", None) is not None:
+        __main__.__spec__ = importlib.util.find_spec("speech_rl.train_app")
     train_app.app()
     return 0
 

@@ -25,7 +25,22 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
         raise AudioError(f"audio file {p} is not readable audio: {exc}") from exc
     if info.frames <= 0:
         raise AudioError(f"audio file {p} is empty (0 samples)")
+    if info.format == "WAV":
+        _check_riff_size(p)
     return info
+
+
+def _check_riff_size(p: Path) -> None:
+    """libsndfile silently reads a cut WAV file as a shorter one; its RIFF header still
+    gives the full size, so compare."""
+    with p.open("rb") as f:
+        head = f.read(8)
+    if head[:4] == b"RIFF":
+        declared = int.from_bytes(head[4:8], "little") + 8
+        actual = p.stat().st_size
+        if declared > actual:
+            raise AudioError(f"audio file {p} is truncated: its header declares {declared} bytes, "
+                             f"the file has {actual}")
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:

@@ -71,7 +71,7 @@ def synth_utterance(tts, text: str, rng: random.Random, cfg: SynthConfig) -> tup
     padding; returns (samples (n,), voice)."""
     voice = rng.choice(cfg.voices)
     wav = tts.synth(text, voice=voice, rate=rng.randint(*cfg.rate_range),
-                    pitch=rng.randint(*cfg.pitch_range))
+                    pitch=rng.randint(*cfg.pitch_range), seed=rng.randint(0, 2**31 - 1))
     wav = soxr.resample(wav, tts.sample_rate, cfg.sample_rate).astype(np.float32)
     pad = [np.zeros(int(rng.uniform(*cfg.pad_range) * cfg.sample_rate), np.float32) for _ in range(2)]
     wav = np.concatenate([pad[0], wav, pad[1]])

@@ -1,0 +1,70 @@
+"""Shared fixtures: a small eSpeak NG corpus synthesised once per session, a tiny model
+config, and a helper that runs the real `speech-rl` command line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TINY_MODEL = {
+    "tokenizer": {"_target_": "speech_rl.data.tokenizer.CharTokenizer"},
+    "encoder": {"_target_": "speech_rl.models.ConvTransformerEncoder", "n_mels": 80, "d_model": 64,
+                "n_layers": 2, "n_heads": 4, "dropout": 0.0},
+    "projector": {"stack": 2},
+    "llm": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """Directory with train.jsonl (24 utts), val.jsonl (8) and their wavs; also the
+    layout `speech-rl train` expects under SPEECH_RL_DATA (embedded/...)."""
+    from speech_rl.data.synth import synth_corpus
+
+    root = tmp_path_factory.mktemp("data")
+    synth_corpus(root / "embedded", {"train": 24, "val": 8}, seed=0)
+    return root
+
+
+def cli_path() -> list[str]:
+    exe = Path(sys.executable).parent / "speech-rl"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "speech_rl.cli"]
+
+
+@pytest.fixture
+def run_cli(corpus):
+    """Run `speech-rl ARGS...` in a subprocess with the test corpus as SPEECH_RL_DATA."""
+
+    def run(*args: str, cwd: Path, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
+        env = dict(os.environ, SPEECH_RL_DATA=str(corpus), PYTHONUNBUFFERED="1")
+        proc = subprocess.run(cli_path() + list(args), cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"speech-rl {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        return proc
+
+    return run
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    """All TensorBoard scalars under run_dir: tag -> values in step order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[float]] = {}
+    files = sorted(run_dir.rglob("events.out.tfevents.*"))
+    assert files, f"no TensorBoard event files under {run_dir}"
+    for f in files:
+        ea = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        ea.Reload()
+        for tag in ea.Tags()["scalars"]:
+            out.setdefault(tag, []).extend(e.value for e in ea.Scalars(tag))
+    return out
+
+

@@ -1,0 +1,109 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speech_rl.data.audio import AudioError, load_audio
+from speech_rl.data.manifest import ManifestError, read_manifest, write_manifest
+
+
+def _wav(path, seconds=0.5, sr=16000, channels=1, value=None):
+    n = int(seconds * sr)
+    x = (np.random.default_rng(0).standard_normal((n, channels)) * 0.1).astype(np.float32)
+    if value is not None:
+        x[:] = value
+    sf.write(path, x if channels > 1 else x[:, 0], sr, subtype="FLOAT")
+    return path
+
+
+def _manifest(tmp_path, rows, name="m.jsonl"):
+    p = tmp_path / name
+    p.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return p
+
+
+@pytest.fixture
+def good(tmp_path):
+    _wav(tmp_path / "a.wav")
+    return {"id": "a", "audio": "a.wav", "text": "hello there", "duration": 0.5}
+
+
+def test_good_rows_and_relative_paths(tmp_path, good):
+    utts, bad = read_manifest(_manifest(tmp_path, [good, dict(good, id="b", keywords=["hello"], speaker="s1")]))
+    assert [u.id for u in utts] == ["a", "b"] and len(bad) == 0
+    assert utts[0].audio == tmp_path / "a.wav" and utts[1].keywords == ("hello",)
+    assert utts[0].duration == pytest.approx(0.5)
+
+
+BAD_CASES = {
+    "missing file": ({"audio": "nope.wav"}, "does not exist"),
+    "directory": ({"audio": "."}, "is a directory"),
+    "not audio": ({"audio": "text.wav"}, "not readable audio"),
+    "empty text": ({"text": "   "}, "empty text"),
+    "text wrong type": ({"text": 3}, "field 'text' must be str"),
+    "id wrong type": ({"id": 7}, "field 'id' must be str"),
+    "keywords wrong type": ({"keywords": "acme"}, "must be a list of strings"),
+    "negative duration": ({"duration": -1}, "positive number"),
+    "nan audio": ({"audio": "nan.wav"}, "NaN or infinite"),
+    "too long": ({"audio": "long.wav"}, "longer than max_duration"),
+    "empty audio": ({"audio": "empty.wav"}, "empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_row_is_named_and_skippable(tmp_path, good, case):
+    (tmp_path / "text.wav").write_text("this is not audio")
+    _wav(tmp_path / "nan.wav", value=np.nan)
+    _wav(tmp_path / "long.wav", seconds=3.0)
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    patch, reason = BAD_CASES[case]
+    row = dict(good, id="broken", **patch) if "id" not in patch else dict(good, **patch)
+    m = _manifest(tmp_path, [good, row])
+    with pytest.raises(ManifestError, match=reason):
+        read_manifest(m, on_bad_row="error", check_audio="full", max_duration=2.0)
+    utts, bad = read_manifest(m, on_bad_row="skip", check_audio="full", max_duration=2.0)
+    assert [u.id for u in utts] == ["a"] and len(bad) == 1 and reason in bad.rows[0][1]
+
+
+def test_malformed_json_duplicate_id_and_missing_field(tmp_path, good):
+    m = _manifest(tmp_path, [good, "{not json", good, {"id": "x", "text": "t"}])
+    utts, bad = read_manifest(m, on_bad_row="skip")
+    reasons = [r for _, r in bad.rows]
+    assert len(utts) == 1
+    assert any("malformed JSON" in r for r in reasons)
+    assert any("duplicate id" in r for r in reasons)
+    assert any("missing field 'audio'" in r for r in reasons)
+    assert bad.rows[0][0] == "line 2"
+
+
+def test_non_utf8_and_missing_manifest_and_all_bad(tmp_path, good):
+    p = tmp_path / "latin1.jsonl"
+    p.write_bytes('{"id": "é"}\n'.encode("latin-1"))
+    with pytest.raises(ManifestError, match="not UTF-8"):
+        read_manifest(p)
+    with pytest.raises(ManifestError, match="does not exist"):
+        read_manifest(tmp_path / "nope.jsonl")
+    with pytest.raises(ManifestError, match="no usable rows"):
+        read_manifest(_manifest(tmp_path, [dict(good, audio="nope.wav")]), on_bad_row="skip")
+
+
+def test_stereo_and_other_rates_are_converted(tmp_path):
+    _wav(tmp_path / "st.wav", seconds=1.0, sr=44100, channels=2)
+    x = load_audio(tmp_path / "st.wav", 16000)
+    assert x.ndim == 1 and x.dtype == np.float32 and abs(len(x) - 16000) <= 1
+
+
+def test_truncated_file(tmp_path):
+    p = _wav(tmp_path / "t.wav", seconds=1.0)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError, match="truncated|cannot be decoded"):
+        load_audio(p, 16000)
+
+
+def test_write_manifest_is_atomic(tmp_path):
+    p = write_manifest(tmp_path / "out.jsonl", [{"id": "a"}])
+    with pytest.raises(TypeError):
+        write_manifest(p, [{"id": object()}])            # fails mid-write
+    assert p.read_text() == '{"id": "a"}\n'                # the previous manifest is intact
