@@ -2,8 +2,9 @@
 
 Sentences come from templates over word classes (person names, brands, places,
 numbers, domain terms); the class members that occur are the utterance's
-``keywords``. Voices, rates and pitches vary per utterance; everything is
-deterministic for a seed. Audio is written as 16-bit 16 kHz wav with a JSONL
+``keywords``. Voices, rates and pitches vary per utterance; texts, voices, rates,
+pitches and padding are deterministic for a seed (eSpeak NG's waveform itself varies
+by a few samples between calls, see ``speech_rl.data.espeak``). Audio is written as 16-bit 16 kHz wav with a JSONL
 manifest per split (DESIGN.md contract).
 """
 from __future__ import annotations

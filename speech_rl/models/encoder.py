@@ -27,9 +27,8 @@ class ConvTransformerEncoder(nn.Module):
     def __init__(self, n_mels: int = 80, d_model: int = 144, n_layers: int = 4, n_heads: int = 4,
                  ff_mult: int = 4, dropout: float = 0.1, conv_channels: int = 64):
         super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, conv_channels, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(conv_channels, conv_channels, 3, stride=2, padding=1), nn.GELU())
+        self.conv = nn.ModuleList([nn.Conv2d(1, conv_channels, 3, stride=2, padding=1),
+                                   nn.Conv2d(conv_channels, conv_channels, 3, stride=2, padding=1)])
         f_out = (n_mels + 1) // 2
         f_out = (f_out + 1) // 2
         self.proj = nn.Linear(conv_channels * f_out, d_model)
@@ -47,9 +46,14 @@ class ConvTransformerEncoder(nn.Module):
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = feats.shape[0]
-        x = self.conv(feats.unsqueeze(1))                        # (B, C, T', F')
-        x = self.proj(x.permute(0, 2, 1, 3).reshape(b, x.shape[2], -1))
-        out_lens = self.out_lengths(lengths).clamp(max=x.shape[1])
+        x, lens = feats.unsqueeze(1), lengths                     # (B, 1, T, F)
+        for conv in self.conv:
+            # zero the padded frames first, so that an utterance encodes the same alone or in a batch
+            keep = torch.arange(x.shape[2], device=x.device)[None] < lens[:, None]
+            x = nn.functional.gelu(conv(x * keep[:, None, :, None]))
+            lens = (lens + 1) // 2
+        x = self.proj(x.permute(0, 2, 1, 3).reshape(b, x.shape[2], -1))   # (B, T', D)
+        out_lens = lens.clamp(max=x.shape[1])
         x = x + sinusoidal_positions(x.shape[1], self.d_model, x.device)
         pad = torch.arange(x.shape[1], device=x.device)[None] >= out_lens[:, None]
         x = self.layers(x, src_key_padding_mask=pad)

@@ -19,6 +19,7 @@ class Projector(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, d = x.shape
+        x = x * (torch.arange(t, device=x.device)[None] < lengths[:, None]).unsqueeze(-1).to(x.dtype)  # no padding leaks
         pad = (-t) % self.stack
         if pad:
             x = nn.functional.pad(x, (0, 0, 0, pad))

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from speech_rl.models import ConvTransformerEncoder, Projector, WhisperAudioEncoder, build_audio_llm
+from speech_rl.models.audio_llm import load_audio_llm_weights
+from tests.conftest import TINY_MODEL
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build_audio_llm(**TINY_MODEL).eval()
+
+
+def test_encoder_and_projector_lengths():
+    enc = ConvTransformerEncoder(n_mels=80, d_model=32, n_layers=1, n_heads=4)
+    out, lens = enc(torch.randn(2, 101, 80), torch.tensor([101, 37]))
+    assert out.shape == (2, 26, 32) and lens.tolist() == [26, 10]    # ceil(ceil(T/2)/2)
+    p, plens = Projector(32, 16, stack=3)(out, lens)
+    assert p.shape == (2, 9, 16) and plens.tolist() == [9, 4]
+
+
+def test_padding_does_not_change_an_utterance(model):
+    # utterance 0 alone vs in a batch with a longer utterance (left padding of its prompt)
+    feats = torch.randn(2, 160, 80)
+    lens = torch.tensor([90, 160])
+    ids = torch.tensor([[7, 8, 9, 2], [10, 11, 2, 0]])
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 0]])
+    with torch.no_grad():
+        frames, flens = model.encode(feats, lens)
+        lp_batch, ent = model(frames, flens, ids, mask, with_entropy=True)
+        f0, l0 = model.encode(feats[:1, :90], lens[:1])
+        lp_alone, _ = model(f0, l0, ids[:1], mask[:1])
+    torch.testing.assert_close(lp_batch[0], lp_alone[0], rtol=0, atol=2e-5)
+    assert lp_batch[1, 3] == 0 and ent[1, 3] == 0 and (ent[0] > 0).all()
+
+
+def test_prompt_layout(model):
+    frames = torch.randn(2, 8, 64)
+    emb, mask = model(frames, torch.tensor([8, 4]))
+    # prefix (2) + audio (ceil(8/2)=4 / ceil(4/2)=2) + suffix (1)
+    assert emb.shape == (2, 7, 64) and mask.sum(1).tolist() == [7, 5]
+    assert mask[1].tolist() == [0, 0, 1, 1, 1, 1, 1]                 # left padded
+    torch.testing.assert_close(emb[1, 2], model.llm.get_input_embeddings()(model.prefix_ids)[0])
+
+
+def test_init_from_checkpoint_and_shape_mismatch(tmp_path, model):
+    torch.save({"state_dict": {f"policy.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "a.ckpt")
+    other = build_audio_llm(**TINY_MODEL, init_from=str(tmp_path / "a.ckpt"))
+    for (k, v), (_, w) in zip(model.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(v, w), k
+    bigger = dict(TINY_MODEL, llm=dict(TINY_MODEL["llm"], hidden_size=96))
+    with pytest.raises(ValueError, match="another shape"):
+        build_audio_llm(**bigger, init_from=str(tmp_path / "a.ckpt"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_audio_llm_weights(model, str(tmp_path / "none.ckpt"))
+
+
+def test_whisper_encoder_option_builds_from_config():
+    enc = WhisperAudioEncoder(num_mel_bins=80, d_model=32, encoder_layers=1, encoder_attention_heads=2,
+                              encoder_ffn_dim=64, max_source_positions=50)
+    out, lens = enc(torch.randn(2, 60, 80), torch.tensor([60, 30]))
+    assert out.shape == (2, 50, 32) and lens.tolist() == [30, 15]
+    m = build_audio_llm(TINY_MODEL["tokenizer"], enc, TINY_MODEL["llm"])
+    emb, mask = m(out, lens)
+    assert emb.shape[0] == 2 and mask.sum(1).tolist() == [15 + 3, 8 + 3]
