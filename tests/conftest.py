@@ -37,20 +37,16 @@ def cli_path() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "speech_rl.cli"]
 
 
-@pytest.fixture
-def run_cli(corpus):
-    """Run `speech-rl ARGS...` in a subprocess with the test corpus as SPEECH_RL_DATA."""
-
-    def run(*args: str, cwd: Path, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
-        env = dict(os.environ, SPEECH_RL_DATA=str(corpus), PYTHONUNBUFFERED="1")
-        proc = subprocess.run(cli_path() + list(args), cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"speech-rl {' '.join(args)} failed ({proc.returncode}):\n"
-                                 f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-        return proc
-
-    return run
+def run_cli(*args: str, cwd: Path, data_dir: Path, timeout: int = 300, check: bool = True
+            ) -> subprocess.CompletedProcess:
+    """Run the real `speech-rl ARGS...` in a subprocess with ``data_dir`` as SPEECH_RL_DATA."""
+    env = dict(os.environ, SPEECH_RL_DATA=str(data_dir), PYTHONUNBUFFERED="1")
+    proc = subprocess.run(cli_path() + list(args), cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"speech-rl {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:

@@ -1,0 +1,73 @@
+"""Every config composes and builds; typos are caught with the key named."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from speech_rl.train import build_module, build_trainer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+CPU_TRAINERS = ["cpu", "ddp_cpu", "fsdp2_cpu"]
+
+
+def _compose(overrides, tmp_path):
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    return cfg
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes(experiment, tmp_path):
+    cfg = _compose([f"experiment={experiment}"], tmp_path)
+    assert cfg.algorithm.name in ("grpo", "mwer") and cfg.reward.terms
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.endswith("_tiny")])
+def test_cpu_experiment_builds_module_and_trainer(experiment, tmp_path, corpus):
+    cfg = _compose([f"experiment={experiment}", f"paths.data_dir={corpus}"], tmp_path)
+    module = build_module(cfg)
+    assert module.group_size == cfg.algorithm.group_size
+    trainer = build_trainer(cfg)
+    assert trainer.max_steps == cfg.trainer.max_steps
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    assert len(dm.train_set) == 24
+
+
+@pytest.mark.parametrize("group,option", [("reward", p.stem) for p in (CONFIGS / "reward").glob("*.yaml")]
+                         + [("algorithm", p.stem) for p in (CONFIGS / "algorithm").glob("*.yaml")])
+def test_every_reward_and_algorithm_builds(group, option, tmp_path):
+    cfg = _compose([f"{group}={option}"], tmp_path)
+    build_module(cfg)
+
+
+@pytest.mark.parametrize("trainer", CPU_TRAINERS)
+def test_cpu_trainers_compose(trainer, tmp_path):
+    cfg = _compose([f"trainer={trainer}"], tmp_path)
+    assert cfg.trainer.accelerator == "cpu"
+
+
+def test_typo_in_override_names_the_key(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="max_stepz"):
+        _compose(["trainer.max_stepz=3"], tmp_path)
+    with pytest.raises(ConfigCompositionException, match="grpoo"):
+        _compose(["algorithm=grpoo"], tmp_path)
+
+
+def test_unknown_names_are_listed(tmp_path):
+    from rewards import RewardError
+
+    cfg = _compose(["+reward.terms.nope={}"], tmp_path)
+    with pytest.raises(RewardError, match="unknown reward 'nope'; registered rewards:"):
+        build_module(cfg)
+    cfg = _compose(["algorithm.name=ppo"], tmp_path)
+    with pytest.raises(ValueError, match="unknown algorithm 'ppo'; available: grpo, mwer"):
+        build_module(cfg)
