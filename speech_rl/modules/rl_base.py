@@ -120,11 +120,18 @@ class RLModule(L.LightningModule):
         if finite:
             opt.step()
             sched.step()
+            self._consecutive_skips = 0
         else:
             opt.zero_grad(set_to_none=True)
             self.skipped_steps += 1
+            self._consecutive_skips = getattr(self, "_consecutive_skips", 0) + 1
+            limit = int(self.hparams.optim.get("max_consecutive_skips", 10))
             log.warning("step %d skipped: non-finite loss or gradient (%d skipped so far)",
                         self.global_step, self.skipped_steps)
+            if self._consecutive_skips >= limit:
+                raise FloatingPointError(f"{self._consecutive_skips} optimiser steps in a row had a non-finite loss "
+                                         f"or gradient (optim.max_consecutive_skips={limit}); stopping. The last "
+                                         "checkpoint holds the last finite weights.")
         return {"grad_norm": float(grad_norm), "skipped_steps": float(self.skipped_steps),
                 "lr": float(sched.get_last_lr()[0])}
 

@@ -1,0 +1,97 @@
+"""ASRGRPOModule in-process with a real Trainer: encode once per utterance, the
+non-finite guard, exclusive phase timing, on-policy sync."""
+import math
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from datamodules import ASRDataModule
+from speech_rl.callbacks import DeviceHandoff, PhaseTimer, WeightSyncCheck
+from speech_rl.modules import ASRGRPOModule
+from tests.conftest import TINY_MODEL
+
+ALGO = {"name": "grpo", "group_size": 4, "clip_eps": 0.2, "beta": 0.1}
+ROLLOUT = {"engine": "torch", "max_new_tokens": 16, "temperature": 1.0}
+OPTIM = {"lr": 1e-3, "grad_clip": 1.0}
+REWARD = {"terms": {"wer": {"weight": 1.0}, "hallucination": {"gate": True}}}
+
+
+def _fit(corpus, tmp_path, callbacks, steps=3, **module_kw):
+    L.seed_everything(0)
+    dm = ASRDataModule(str(corpus / "embedded" / "train.jsonl"), batch_size=3, check_audio="header")
+    module = ASRGRPOModule(TINY_MODEL, dict(ALGO, **module_kw.pop("algorithm", {})), REWARD, ROLLOUT,
+                           dict(OPTIM, **module_kw.pop("optim", {})))
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+                        default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    return module, trainer
+
+
+class CountEncoderRows(Callback):
+    def __init__(self):
+        self.rows = []
+
+    def on_fit_start(self, trainer, pl_module):
+        pl_module.policy.encoder.register_forward_pre_hook(lambda m, args: self.rows.append(args[0].shape[0]))
+
+
+def test_audio_is_encoded_once_per_utterance_not_per_sample(corpus, tmp_path):
+    counter = CountEncoderRows()
+    _fit(corpus, tmp_path, [counter], steps=2)
+    assert counter.rows == [3, 3]                       # batch of 3 utterances, G = 4 -> never 12
+
+
+class NaNGradAt(Callback):
+    """At step ``step``, make one parameter's gradient NaN (a numerical blow-up in backward)."""
+
+    def __init__(self, step):
+        self.step, self.snapshot = step, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step and self.snapshot is None:
+            p = pl_module.policy.llm.model.layers[0].mlp.up_proj.weight
+            self.handle = p.register_hook(lambda g: g * float("nan"))
+            self.snapshot = {k: v.detach().clone() for k, v in pl_module.policy.state_dict().items()}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.snapshot is not None and not hasattr(self, "after"):
+            self.handle.remove()
+            self.after = {k: v.detach().clone() for k, v in pl_module.policy.state_dict().items()}
+
+
+def test_non_finite_gradient_skips_the_step_and_keeps_weights(corpus, tmp_path):
+    cb = NaNGradAt(step=1)
+    module, trainer = _fit(corpus, tmp_path, [cb, WeightSyncCheck(every_n_steps=1)], steps=3)
+    assert module.skipped_steps == 1
+    assert all(torch.equal(cb.snapshot[k], cb.after[k]) for k in cb.snapshot)     # skipped step changed nothing
+    assert all(torch.isfinite(v).all() for v in module.policy.state_dict().values())
+    assert trainer.global_step == 3                     # training went on (a skipped step is not a step)
+
+
+class NaNGradAlways(Callback):
+    def on_train_start(self, trainer, pl_module):
+        pl_module.policy.llm.model.layers[0].mlp.up_proj.weight.register_hook(lambda g: g * float("nan"))
+
+
+def test_persistent_non_finite_gradients_stop_the_run(corpus, tmp_path):
+    with pytest.raises(FloatingPointError, match="3 optimiser steps in a row"):
+        _fit(corpus, tmp_path, [NaNGradAlways()], steps=5, optim={"max_consecutive_skips": 3})
+
+
+def test_phase_times_are_exclusive_and_add_up(corpus, tmp_path):
+    timer, handoff = PhaseTimer(), DeviceHandoff()
+    _fit(corpus, tmp_path, [timer, handoff], steps=2)
+    t = timer.last
+    for phase in ("encode", "rollout", "reward", "policy", "sync", "handoff", "other", "step"):
+        assert phase in t and t[phase] >= 0, phase
+    parts = sum(v for k, v in t.items() if k != "step")
+    assert parts == pytest.approx(t["step"], rel=1e-6)
+    assert handoff.moves > 0 and math.isfinite(handoff.memory["rollout"])
+
+
+def test_handoff_plan_with_unknown_component_is_named(corpus, tmp_path):
+    with pytest.raises(ValueError, match="unknown components \\['vocoder'\\]"):
+        _fit(corpus, tmp_path, [DeviceHandoff(plan={"rollout": ["vocoder"]})], steps=1)
