@@ -62,7 +62,8 @@ class ASRDataModule(L.LightningDataModule):
     """Train / val manifests -> ASRBatch loaders.
 
     Args:
-        train_manifest / val_manifest: JSONL paths (val optional).
+        train_manifest / val_manifest: JSONL paths (val optional; train may be a list,
+            whose manifests are joined).
         batch_size: prompts per step for RL (each is sampled ``group_size`` times).
         on_bad_row / check_audio / max_duration: see ``read_manifest``.
         synth: if given (a dict of ``synth_corpus`` arguments: ``out_dir``, ``splits``,
@@ -70,7 +71,7 @@ class ASRDataModule(L.LightningDataModule):
             embedded default.
     """
 
-    def __init__(self, train_manifest: str, val_manifest: str | None = None, batch_size: int = 8,
+    def __init__(self, train_manifest: str | list[str], val_manifest: str | None = None, batch_size: int = 8,
                  val_batch_size: int | None = None, sample_rate: int = 16000, n_mels: int = 80,
                  num_workers: int = 0, on_bad_row: str = "skip", check_audio: str = "full",
                  max_duration: float | None = 30.0, shuffle: bool = True, seed: int = 0,
@@ -88,11 +89,18 @@ class ASRDataModule(L.LightningDataModule):
 
             synth_corpus(s["out_dir"], dict(s["splits"]), seed=int(s.get("seed", 0)))
 
-    def _load(self, path: str) -> ManifestDataset:
+    def _load(self, paths: str | list[str]) -> ManifestDataset:
         h = self.hparams
-        utts, bad = read_manifest(path, on_bad_row=h.on_bad_row, check_audio=h.check_audio,
-                                  sample_rate=h.sample_rate, max_duration=h.max_duration)
-        self.bad_rows[str(path)] = bad
+        utts = []
+        for path in [paths] if isinstance(paths, str) else list(paths):
+            u, bad = read_manifest(path, on_bad_row=h.on_bad_row, check_audio=h.check_audio,
+                                   sample_rate=h.sample_rate, max_duration=h.max_duration)
+            self.bad_rows[str(path)] = bad
+            utts += u
+        ids = [u.id for u in utts]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+            raise ValueError(f"utterance ids repeat across manifests {paths}: {dup}")
         return ManifestDataset(utts, h.sample_rate, h.n_mels)
 
     def setup(self, stage: str | None = None) -> None:

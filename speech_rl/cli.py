@@ -1,8 +1,10 @@
 """``speech-rl`` command line.
 
   speech-rl train [hydra overrides...]        Hydra app (configs/train.yaml); -m for multirun
-  speech-rl eval MANIFEST CHECKPOINT [--json] [--hyp-out FILE]
-  speech-rl data synth OUT_DIR [--train N --val N --test N --seed S]
+  speech-rl eval MANIFEST CHECKPOINT [--json] [--hyp-out FILE] [--save RUN/eval/SET.json]
+  speech-rl report RUN... [--base RUN]        Table 1-shaped markdown table
+  speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr]
+  speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
 
 ``lightning run`` (removed in Lightning 2.5.1) is replaced by ``speech-rl train``: the
 Trainer starts its own processes for ``trainer.devices>1``; for several nodes launch
@@ -14,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 USAGE = __doc__
 
@@ -40,6 +43,8 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("checkpoint")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--hyp-out", help="write id -> hypothesis JSONL here")
+    p.add_argument("--save", help="write the metrics JSON here (e.g. RUN/eval/test_long.json, read by "
+                   "`speech-rl report`)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) bad manifest rows instead of stopping")
@@ -52,7 +57,29 @@ def _eval(argv: list[str]) -> int:
     res = score(rows)
     if a.hyp_out:
         write_hyps(rows, a.hyp_out)
+    if a.save:
+        save = Path(a.save)
+        save.parent.mkdir(parents=True, exist_ok=True)
+        tmp = save.with_name(save.name + ".tmp")
+        tmp.write_text(json.dumps(dict(res, manifest=str(a.manifest), checkpoint=str(a.checkpoint)), indent=2) + "\n")
+        tmp.replace(save)
     print(json.dumps(res, indent=2) if a.json else format_table(a.manifest, res))
+    return 0
+
+
+def _report(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speech-rl report", description="Table 1-shaped markdown table from "
+                                "runs' eval/*.json files (seeds with the same reward and data are averaged).")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--base", help="the base model's run folder (first row)")
+    p.add_argument("--sets", default="test_short,test_long", help="the two evaluation sets, short then long")
+    a = p.parse_args(argv)
+    from speech_rl.report import make_table
+
+    sets = tuple(a.sets.split(","))
+    if len(sets) != 2:
+        raise ValueError(f"--sets needs two names (short,long), got {a.sets!r}")
+    print(make_table([Path(r) for r in a.runs], Path(a.base) if a.base else None, sets))
     return 0
 
 
@@ -65,16 +92,69 @@ def _data(argv: list[str]) -> int:
     s.add_argument("--val", type=int, default=32)
     s.add_argument("--test", type=int, default=0)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--preset", choices=["asr"], help="the full ASR corpus of configs/data/asr_corpus.yaml "
+                   "(short + concatenated training speech, held-out-voice short/long tests, RL pool)")
+    sel = sub.add_parser("select", help="build the RL subsets D0-D3 from a pool and ASR hypotheses")
+    sel.add_argument("--pool", action="append", required=True, help="pool manifest (repeatable)")
+    sel.add_argument("--hyps", action="append", default=[], help="hypotheses of one ASR system: JSONL "
+                     "{id, hyp} or Kaldi text (repeatable; two or more for D1)")
+    sel.add_argument("--out", required=True, help="output folder for D0.jsonl ... D3.jsonl and selection.json")
+    sel.add_argument("--sizes", default="D0=200,D1=200,D2=200,D3=200", help="e.g. D0=200,D1=200")
+    sel.add_argument("--seed", type=int, default=0)
+    sel.add_argument("--disagree-wer", type=float, default=0.2)
+    sel.add_argument("--loop-repeats", type=int, default=3)
+    sel.add_argument("--long-seconds", type=float, default=20.0)
+    sel.add_argument("--min-keywords", type=int, default=2)
     a = p.parse_args(argv)
+    if a.cmd == "select":
+        return _select(a)
     from speech_rl.data.synth import synth_corpus
 
-    splits = {k: v for k, v in (("train", a.train), ("val", a.val), ("test", a.test)) if v > 0}
+    if a.preset:
+        from omegaconf import OmegaConf
+        import configs
+
+        spec = OmegaConf.load(Path(configs.__file__).parent / "data" / "asr_corpus.yaml").synth.splits
+        splits = OmegaConf.to_container(spec)
+    else:
+        splits = {k: v for k, v in (("train", a.train), ("val", a.val), ("test", a.test)) if v > 0}
     for split, path in synth_corpus(a.out_dir, splits, seed=a.seed).items():
         print(f"{split}: {path}")
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "data": _data}
+def _select(a) -> int:
+    from speech_rl.data.manifest import read_manifest, write_manifest
+    from speech_rl.data.select import SelectionRules, read_hypotheses, select_subsets, utterance_row
+
+    try:
+        sizes = {k.strip(): int(v) for k, v in (x.split("=") for x in a.sizes.split(",") if x.strip())}
+    except ValueError as exc:
+        raise ValueError(f"--sizes must look like D0=200,D1=200; got {a.sizes!r}") from exc
+    pool = []
+    for m in a.pool:
+        pool += read_manifest(m, on_bad_row="skip", check_audio="header")[0]
+    systems = [read_hypotheses(h) for h in a.hyps]
+    rules = SelectionRules(a.disagree_wer, a.loop_repeats, a.long_seconds, a.min_keywords)
+    subsets, report = select_subsets(pool, systems, sizes, rules, a.seed)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, utts in subsets.items():
+        write_manifest(out / f"{name}.jsonl", [utterance_row(u) for u in utts])
+    (out / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
+    r = report["rules"]
+    print(f"pool: {report['pool']} utterances, {report['systems']} ASR systems, seed {report['seed']}")
+    print("| subset | rule | qualified | asked | selected |\n|---|---|---|---|---|")
+    why = {"D0": "random control", "D1": f"pairwise WER > {r['disagree_wer']} or a loop of {r['loop_repeats']}",
+           "D2": f"duration > {r['long_seconds']} s", "D3": f">= {r['min_keywords']} keywords"}
+    for name in subsets:
+        print(f"| {name} | {why[name]} | {report['qualified'][name]} | {report['asked'][name]} | "
+              f"{report['selected'][name]} |")
+    print(f"written to {out}/")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "data": _data, "report": _report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from speech_rl.modules import ASRGRPOModule
+from speech_rl.modules import ASRGRPOModule, ASRSFTModule
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +18,18 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+TASKS = ("asr_grpo", "asr_sft")
+
+
 def build_module(cfg: DictConfig) -> L.LightningModule:
-    """The RL module described by the config (plain containers go into its hparams,
-    so a checkpoint rebuilds itself)."""
+    """The module for ``cfg.task`` (plain containers go into its hparams, so a checkpoint
+    rebuilds itself): ``asr_grpo`` (RL: GRPO / MWER) or ``asr_sft`` (supervised base)."""
+    task = cfg.get("task", "asr_grpo")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
+    if task == "asr_sft":
+        return ASRSFTModule(model=_plain(cfg.model), optim=_plain(cfg.optim), seed=int(cfg.seed),
+                            **_plain(cfg.get("sft") or {}))
     return ASRGRPOModule(model=_plain(cfg.model), algorithm=_plain(cfg.algorithm), reward=_plain(cfg.reward),
                          rollout=_plain(cfg.rollout), optim=_plain(cfg.optim),
                          freeze_encoder=bool(cfg.freeze_encoder), seed=int(cfg.seed))

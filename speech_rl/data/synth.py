@@ -43,7 +43,10 @@ TEMPLATES = [
     "the {adj} {term} stopped at {number}",
 ]
 KEYWORD_CLASSES = ("name", "brand", "place", "term")
-VOICES = ["en-us", "en-us+m3", "en-us+f2", "en+m5", "en-GB-x-rp", "en+f3", "en-029", "en-US-nyc"]
+# voices for training / RL data, and voices held out for test sets
+TRAIN_VOICES = ["en-us", "en-us+m3", "en-us+f2", "en+m5", "en-GB-x-rp", "en+f3"]
+TEST_VOICES = ["en-029+m2", "en-US-nyc+f4", "en-GB-scotland"]
+VOICES = TRAIN_VOICES + TEST_VOICES
 
 
 def make_sentence(rng: random.Random) -> tuple[str, list[str]]:
@@ -60,7 +63,7 @@ def make_sentence(rng: random.Random) -> tuple[str, list[str]]:
 @dataclass
 class SynthConfig:
     sample_rate: int = 16000
-    voices: tuple[str, ...] = tuple(VOICES)
+    voices: tuple[str, ...] = tuple(TRAIN_VOICES)
     rate_range: tuple[int, int] = (150, 200)        # words per minute
     pitch_range: tuple[int, int] = (35, 65)
     pad_range: tuple[float, float] = (0.1, 0.3)     # silence around the speech, seconds
@@ -77,27 +80,86 @@ def synth_utterance(tts, text: str, rng: random.Random, cfg: SynthConfig) -> tup
     pad = [np.zeros(int(rng.uniform(*cfg.pad_range) * cfg.sample_rate), np.float32) for _ in range(2)]
     wav = np.concatenate([pad[0], wav, pad[1]])
     if cfg.snr_db is not None:
-        noise = np.random.default_rng(rng.randint(0, 2**31)).standard_normal(len(wav)).astype(np.float32)
-        p_sig = float(np.mean(wav ** 2)) + 1e-12
-        wav = wav + noise * np.sqrt(p_sig / 10 ** (cfg.snr_db / 10))
+        wav = add_noise(wav, cfg.snr_db, rng)
     peak = float(np.abs(wav).max())
     return (wav / peak * 0.9 if peak > 0.9 else wav), voice
 
 
-def synth_corpus(out_dir: str | Path, splits: dict[str, int], seed: int = 0,
+@dataclass
+class SplitSpec:
+    """One split of a synthesised corpus.
+
+    kind: ``short`` (one sentence, 1.5-6 s) or ``long`` (sentences by one voice joined with
+    pauses until ``min_seconds``, never past ``max_seconds``); voices: ``train``, ``test``
+    (held out) or a list; snr_db: additive white noise, or None.
+    """
+
+    n: int
+    kind: str = "short"
+    voices: str | list[str] = "train"
+    min_seconds: float = 20.0
+    max_seconds: float = 30.0
+    snr_db: float | None = None
+
+    def voice_list(self) -> tuple[str, ...]:
+        if isinstance(self.voices, str):
+            if self.voices not in ("train", "test"):
+                raise ValueError(f"split voices must be 'train', 'test' or a list, got {self.voices!r}")
+            return tuple(TRAIN_VOICES if self.voices == "train" else TEST_VOICES)
+        return tuple(self.voices)
+
+
+def synth_long(tts, rng: random.Random, cfg: SynthConfig, spec: SplitSpec) -> tuple[np.ndarray, str, str, list[str]]:
+    """Sentences by one voice with 0.3-0.8 s pauses, from ``spec.min_seconds`` up to
+    ``spec.max_seconds``: (samples, voice, text, keywords)."""
+    voice = rng.choice(cfg.voices)
+    one = SynthConfig(cfg.sample_rate, (voice,), cfg.rate_range, cfg.pitch_range, (0.0, 0.0), None)
+    parts, texts, kws, dur = [], [], [], 0.0
+    while dur < spec.min_seconds:
+        text, k = make_sentence(rng)
+        wav, _ = synth_utterance(tts, text, rng, one)
+        pause = np.zeros(int(rng.uniform(0.3, 0.8) * cfg.sample_rate), np.float32)
+        if parts and dur + (len(wav) + len(pause)) / cfg.sample_rate > spec.max_seconds:
+            break
+        parts += [pause, wav]
+        texts.append(text)
+        kws += [x for x in k if x not in kws]
+        dur += (len(wav) + len(pause)) / cfg.sample_rate
+    wav = np.concatenate(parts + [np.zeros(int(0.2 * cfg.sample_rate), np.float32)])
+    if spec.snr_db is not None:
+        wav = add_noise(wav, spec.snr_db, rng)
+    return wav, voice, " ".join(texts), kws
+
+
+def add_noise(wav: np.ndarray, snr_db: float, rng: random.Random) -> np.ndarray:
+    """White noise at ``snr_db`` relative to the signal's mean power."""
+    noise = np.random.default_rng(rng.randint(0, 2**31)).standard_normal(len(wav)).astype(np.float32)
+    p_sig = float(np.mean(wav ** 2)) + 1e-12
+    out = wav + noise * np.sqrt(p_sig / 10 ** (snr_db / 10))
+    peak = float(np.abs(out).max())
+    return out / peak * 0.9 if peak > 0.9 else out
+
+
+def synth_corpus(out_dir: str | Path, splits: dict[str, int | dict | SplitSpec], seed: int = 0,
                  cfg: SynthConfig | None = None) -> dict[str, Path]:
     """Write ``out_dir/<split>.jsonl`` and ``out_dir/wav/<split>/*.wav`` for each split.
 
-    Returns split -> manifest path. Deterministic for ``seed``; a split whose
-    manifest already exists is left as it is.
+    ``splits`` maps a split name to a count (short utterances, training voices) or a
+    ``SplitSpec`` / its dict. Returns split -> manifest path. Deterministic for ``seed``
+    (see the module docstring); a split whose manifest already exists is left as it is.
     """
     from speech_rl.data.espeak import ESpeak
 
-    cfg = cfg or SynthConfig()
+    base = cfg or SynthConfig()
     out = Path(out_dir)
     tts = ESpeak()
     paths: dict[str, Path] = {}
-    for s_idx, (split, n) in enumerate(splits.items()):
+    for split, raw in splits.items():
+        spec = raw if isinstance(raw, SplitSpec) else SplitSpec(n=raw) if isinstance(raw, int) else SplitSpec(**raw)
+        if spec.kind not in ("short", "long"):
+            raise ValueError(f"split {split!r}: kind must be 'short' or 'long', got {spec.kind!r}")
+        cfg = SynthConfig(base.sample_rate, spec.voice_list(), base.rate_range, base.pitch_range, base.pad_range,
+                          spec.snr_db if spec.snr_db is not None else base.snr_db)
         mpath = out / f"{split}.jsonl"
         paths[split] = mpath
         if mpath.exists():
@@ -106,9 +168,12 @@ def synth_corpus(out_dir: str | Path, splits: dict[str, int], seed: int = 0,
         wav_dir = out / "wav" / split
         wav_dir.mkdir(parents=True, exist_ok=True)
         rows, t0, total = [], time.perf_counter(), 0.0
-        for i in range(n):
-            text, keywords = make_sentence(rng)
-            wav, voice = synth_utterance(tts, text, rng, cfg)
+        for i in range(spec.n):
+            if spec.kind == "long":
+                wav, voice, text, keywords = synth_long(tts, rng, cfg, spec)
+            else:
+                text, keywords = make_sentence(rng)
+                wav, voice = synth_utterance(tts, text, rng, cfg)
             uid = f"{split}_{i:05d}"
             sf.write(wav_dir / f"{uid}.wav", wav, cfg.sample_rate, subtype="PCM_16")
             total += len(wav) / cfg.sample_rate
@@ -116,6 +181,6 @@ def synth_corpus(out_dir: str | Path, splits: dict[str, int], seed: int = 0,
                          "duration": round(len(wav) / cfg.sample_rate, 3), "keywords": keywords, "speaker": voice})
         write_manifest(mpath, rows)
         dt = time.perf_counter() - t0
-        log.info("synthesised %s: %d utterances, %.1f s of audio in %.1f s (%.1f utt/s)",
-                 split, n, total, dt, n / max(dt, 1e-9))
+        log.info("synthesised %s: %d utterances (%s), %.1f s of audio in %.1f s (%.1f utt/s)",
+                 split, spec.n, spec.kind, total, dt, spec.n / max(dt, 1e-9))
     return paths

@@ -1,0 +1,103 @@
+"""Supervised training of the audio LLM (the base model RL starts from).
+
+Loss: cross-entropy of the reference text (+ EOS) given ``[prefix | audio | suffix]``,
+plus ``ctc_weight`` x CTC of the characters on the encoder frames (an auxiliary loss that
+makes the encoder learn alignments early). Validation decodes greedily through the
+same torch engine RL uses. The AudioLLM lives at ``self.policy`` so that RL's
+``model.init_from`` and ``speech-rl eval`` read the checkpoint directly.
+"""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+from datamodules.asr import ASRBatch
+from speech_rl.engines import SamplingParams, TorchEngine
+from speech_rl.metrics import ASRErrorRates, TextNormalizer
+from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
+
+
+class ASRSFTModule(L.LightningModule):
+    """Args: model (``build_audio_llm`` kwargs), optim (lr, weight_decay, betas,
+    warmup_steps, grad_clip is the Trainer's ``gradient_clip_val``), ctc_weight,
+    label_smoothing, val_max_new_tokens."""
+
+    def __init__(self, model: dict, optim: dict, ctc_weight: float = 0.3, label_smoothing: float = 0.0,
+                 val_max_new_tokens: int = 256, seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.policy: AudioLLM = build_audio_llm(**model)
+        enc_dim = self.policy.encoder.d_model
+        self.ctc_head = nn.Linear(enc_dim, self.policy.tokenizer.vocab_size) if ctc_weight > 0 else None
+        self.val_metric = ASRErrorRates(TextNormalizer())
+        self.val_params = SamplingParams(max_new_tokens=val_max_new_tokens, temperature=0.0)
+        self.engine: TorchEngine | None = None
+
+    def losses(self, batch: ASRBatch) -> dict[str, torch.Tensor]:
+        frames, lens = self.policy.encode(batch.feats, batch.feat_lens)
+        ids, mask = self.policy.target_ids(batch.texts, device=self.device)
+        prompt, pmask = self.policy(frames, lens)
+        llm = self.policy.llm
+        emb = llm.get_input_embeddings()(ids)
+        inputs = torch.cat([prompt, emb], 1)
+        am = torch.cat([pmask, torch.ones_like(ids)], 1)
+        pos = (am.cumsum(1) - 1).clamp(min=0)
+        t = ids.shape[1]
+        logits = llm(inputs_embeds=inputs, attention_mask=am, position_ids=pos, use_cache=False,
+                     logits_to_keep=t + 1).logits[:, :t].float()
+        ce = nn.functional.cross_entropy(logits.transpose(1, 2), ids.masked_fill(mask == 0, -100),
+                                         label_smoothing=self.hparams.label_smoothing)
+        out = {"ce": ce, "loss": ce}
+        if self.ctc_head is not None:
+            tok = self.policy.tokenizer
+            targets = [torch.tensor(tok.encode(s), dtype=torch.long) for s in batch.texts]
+            logp = torch.log_softmax(self.ctc_head(frames).float(), -1).transpose(0, 1)      # (T', B, V)
+            ctc = nn.functional.ctc_loss(logp, torch.cat(targets).to(self.device), lens,
+                                         torch.tensor([len(x) for x in targets], device=self.device),
+                                         blank=tok.pad_id, zero_infinity=True)
+            out["ctc"] = ctc
+            out["loss"] = ce + self.hparams.ctc_weight * ctc
+        return out
+
+    def training_step(self, batch: ASRBatch, batch_idx: int) -> torch.Tensor:
+        out = self.losses(batch)
+        self.log_dict({f"train/{k}": v.detach() for k, v in out.items()}, on_step=True, on_epoch=False,
+                      batch_size=len(batch))
+        return out["loss"]
+
+    def on_validation_start(self) -> None:
+        tok = self.policy.tokenizer
+        if self.engine is None:
+            self.engine = TorchEngine(self.policy.llm, tok.eos_id, tok.pad_id, device=self.device)
+        self.engine.update_weights((n, p.detach()) for n, p in self.policy.llm.named_parameters())
+
+    @torch.no_grad()
+    def validation_step(self, batch: ASRBatch, batch_idx: int) -> None:
+        frames, lens = self.policy.encode(batch.feats, batch.feat_lens)
+        prompt, mask = self.policy(frames, lens)
+        r = self.engine.generate(prompt, mask, 1, self.val_params)
+        hyps = [self.policy.tokenizer.decode(t) for t in r.tokens]
+        self.val_metric.update(batch.texts, hyps, batch.keywords)
+        self.log("val/ce", self.losses(batch)["ce"], batch_size=len(batch), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        res = self.val_metric.compute()
+        self.val_metric.reset()
+        self.log_dict({f"val/{k}": float(v) for k, v in res.items()}, sync_dist=True)
+
+    def configure_optimizers(self):
+        o = self.hparams.optim
+        opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], weight_decay=o.get("weight_decay", 0.0),
+                                betas=tuple(o.get("betas", (0.9, 0.98))))
+        warm, total = int(o.get("warmup_steps", 0)), int(o.get("total_steps", 0))
+
+        def lr_at(step: int) -> float:
+            w = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+            if total > warm > 0 or total > 0:                               # cosine to 10 % after warm-up
+                frac = min(1.0, max(0.0, (step - warm) / max(1, total - warm)))
+                return w * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(frac * 3.14159265)).item()))
+            return w
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

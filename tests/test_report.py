@@ -1,0 +1,41 @@
+import json
+
+from speech_rl.report import make_table, run_label
+from tests.conftest import run_cli
+
+
+def _run(tmp_path, name, rewards, data, short, long, algo="grpo"):
+    d = tmp_path / name
+    (d / "eval").mkdir(parents=True)
+    (d / ".hydra").mkdir()
+    terms = "\n".join(f"    {t}: {{weight: 1.0}}" for t in rewards)
+    mans = "\n".join(f"  - /d/{x}.jsonl" for x in data)
+    (d / ".hydra" / "config.yaml").write_text(f"task: asr_grpo\nalgorithm:\n  name: {algo}\nreward:\n  terms:\n{terms}\n"
+                                              f"data:\n  train_manifest:\n{mans}\n")
+    for s, (w, i, de) in (("test_short", short), ("test_long", long)):
+        (d / "eval" / f"{s}.json").write_text(json.dumps({"wer": w, "ins": i, "del": de, "sub": w - i - de}))
+    return d
+
+
+def test_table_shape_base_first_and_seed_average(tmp_path):
+    base = tmp_path / "base"
+    (base / "eval").mkdir(parents=True)
+    for s, w in (("test_short", 0.10), ("test_long", 0.40)):
+        (base / "eval" / f"{s}.json").write_text(json.dumps({"wer": w, "ins": 0.2 * w, "del": 0.1 * w}))
+    r1 = _run(tmp_path, "s0", ["wer", "hallucination"], ["D1", "D2"], (0.09, 0.02, 0.01), (0.30, 0.05, 0.05))
+    r2 = _run(tmp_path, "s1", ["wer", "hallucination"], ["D1", "D2"], (0.11, 0.02, 0.01), (0.34, 0.05, 0.07))
+    mw = _run(tmp_path, "mw", ["wer"], ["D0"], (0.1, 0.0, 0.0), (0.4, 0.0, 0.0), algo="mwer")
+    assert run_label(r1) == ("R1,R2", "D1,D2") and run_label(mw) == ("MWER", "D0")
+    table = make_table([r1, r2, mw], base=base)
+    lines = table.splitlines()
+    assert lines[0].startswith("| reward | data | runs | test_short WER | Ins | Del | test_long WER |")
+    assert lines[2] == "| - | - | 1 | 10.00 | 2.00 | 1.00 | 40.00 | 8.00 | 4.00 |"
+    # mean of 9 and 11 = 10, sample std = 1.41; long: 32 ± 2.83, del 6 ± 1.41
+    assert lines[3] == "| R1,R2 | D1,D2 | 2 | 10.00 ± 1.41 | 2.00 ± 0.00 | 1.00 ± 0.00 | 32.00 ± 2.83 | 5.00 ± 0.00 | 6.00 ± 1.41 |"
+    assert lines[4].startswith("| MWER | D0 | 1 |")
+
+
+def test_report_cli_names_a_run_without_evals(tmp_path, corpus):
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("report", str(tmp_path / "empty"), cwd=tmp_path, data_dir=corpus, check=False)
+    assert proc.returncode == 2 and "has no eval/*.json" in proc.stderr
