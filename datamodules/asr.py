@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.sampler import LengthBucketBatchSampler
 from speech_rl.data.features import LogMel, pad_features
 from speech_rl.data.manifest import BadRows, Utterance, read_manifest, utterance_audio
 
@@ -62,10 +63,12 @@ class ASRDataModule(L.LightningDataModule):
     """Train / val manifests -> ASRBatch loaders.
 
     Args:
-        train_manifest / val_manifest: JSONL paths (val optional; train may be a list,
-            whose manifests are joined).
+        train_manifest / val_manifest: JSONL paths (val optional; train may be a list of
+            manifests, taken as a union: an id in several is used once).
         batch_size: prompts per step for RL (each is sampled ``group_size`` times).
         on_bad_row / check_audio / max_duration: see ``read_manifest``.
+        bucket_by_length: batch utterances of similar duration (less padding; single
+            process only).
         synth: if given (a dict of ``synth_corpus`` arguments: ``out_dir``, ``splits``,
             ``seed``), missing manifests are synthesised with eSpeak NG first — the
             embedded default.
@@ -75,7 +78,7 @@ class ASRDataModule(L.LightningDataModule):
                  val_batch_size: int | None = None, sample_rate: int = 16000, n_mels: int = 80,
                  num_workers: int = 0, on_bad_row: str = "skip", check_audio: str = "full",
                  max_duration: float | None = 30.0, shuffle: bool = True, seed: int = 0,
-                 synth: dict | None = None):
+                 bucket_by_length: bool = False, synth: dict | None = None):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.train_set: ManifestDataset | None = None
@@ -91,16 +94,19 @@ class ASRDataModule(L.LightningDataModule):
 
     def _load(self, paths: str | list[str]) -> ManifestDataset:
         h = self.hparams
-        utts = []
+        utts, seen, repeated = [], set(), 0
         for path in [paths] if isinstance(paths, str) else list(paths):
             u, bad = read_manifest(path, on_bad_row=h.on_bad_row, check_audio=h.check_audio,
                                    sample_rate=h.sample_rate, max_duration=h.max_duration)
             self.bad_rows[str(path)] = bad
-            utts += u
-        ids = [u.id for u in utts]
-        if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-            raise ValueError(f"utterance ids repeat across manifests {paths}: {dup}")
+            for x in u:                    # several manifests are a union (RL subsets overlap)
+                if x.id in seen:
+                    repeated += 1
+                    continue
+                seen.add(x.id)
+                utts.append(x)
+        if repeated:
+            log.info("%d utterances listed in more than one of %s were kept once", repeated, paths)
         return ManifestDataset(utts, h.sample_rate, h.n_mels)
 
     def setup(self, stage: str | None = None) -> None:
@@ -114,6 +120,15 @@ class ASRDataModule(L.LightningDataModule):
         return sum(len(b) for b in self.bad_rows.values())
 
     def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        if h.bucket_by_length:
+            if self.trainer is not None and self.trainer.world_size > 1:
+                raise ValueError("data.bucket_by_length=true supports one process; set it false for "
+                                 f"trainer.devices={self.trainer.world_size}")
+            sampler = LengthBucketBatchSampler([u.duration for u in self.train_set.utts], h.batch_size,
+                                               seed=h.seed, drop_last=len(self.train_set) >= h.batch_size)
+            return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_asr,
+                              num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
         g = torch.Generator().manual_seed(self.hparams.seed)
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle,
                           generator=g, collate_fn=collate_asr, num_workers=self.hparams.num_workers,

@@ -107,3 +107,21 @@ def test_write_manifest_is_atomic(tmp_path):
     with pytest.raises(TypeError):
         write_manifest(p, [{"id": object()}])            # fails mid-write
     assert p.read_text() == '{"id": "a"}\n'                # the previous manifest is intact
+
+
+def test_length_buckets_cover_every_index_once_and_reduce_padding():
+    import random as _r
+
+    from datamodules.sampler import LengthBucketBatchSampler
+
+    rng = _r.Random(0)
+    durs = [rng.choice([2.0, 12.0]) + rng.random() for _ in range(200)]
+    s = LengthBucketBatchSampler(durs, batch_size=8, pool_batches=25, seed=3)
+    batches = list(s)
+    assert sorted(i for b in batches for i in b) == list(range(200)) and len(batches) == len(s) == 25
+    padded = sum(len(b) * max(durs[i] for i in b) for b in batches)
+    plain = sum(8 * max(durs[i] for i in range(k, k + 8)) for k in range(0, 200, 8))
+    assert padded < 0.7 * plain                       # mostly-homogeneous batches
+    assert batches == list(LengthBucketBatchSampler(durs, 8, 25, seed=3))   # same epoch, same order
+    s.set_epoch(1)
+    assert list(s) != batches
