@@ -3,6 +3,7 @@
   speech-rl train [hydra overrides...]        Hydra app (configs/train.yaml); -m for multirun
   speech-rl eval MANIFEST CHECKPOINT [--json] [--hyp-out FILE] [--save RUN/eval/SET.json]
   speech-rl report RUN... [--base RUN]        Table 1-shaped markdown table
+  speech-rl pipeline [--work DIR --scale X]   ASR: synth -> base -> RL data -> GRPO -> table
   speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr]
   speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
 
@@ -154,7 +155,26 @@ def _select(a) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "data": _data, "report": _report}
+def _pipeline(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speech-rl pipeline", description="ASR: synth -> base -> hypotheses -> "
+                                "RL subsets -> GRPO -> evaluation table, each stage cached in WORK.")
+    p.add_argument("--work", default="data/asr_pipeline")
+    p.add_argument("--scale", type=float, default=1.0, help="corpus and subset sizes x this")
+    p.add_argument("--base-steps", type=int, default=2000)
+    p.add_argument("--rl-steps", type=int, default=150)
+    p.add_argument("--sizes", default="D0=200,D1=200,D2=150,D3=200")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=512, help="greedy decoding limit for hypotheses and eval")
+    p.add_argument("rl_overrides", nargs="*", help="extra Hydra overrides for the RL run, e.g. reward=asr_r123")
+    a = p.parse_args(argv)
+    from speech_rl.pipeline import run_pipeline
+
+    print(run_pipeline(a.work, a.scale, a.base_steps, a.rl_steps, a.rl_overrides, a.sizes, a.seed,
+                       a.max_new_tokens))
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "data": _data, "report": _report, "pipeline": _pipeline}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,26 @@
+"""The ASR pipeline end to end at a tiny scale (every stage really runs; the numbers mean nothing)."""
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_pipeline_tiny(tmp_path, corpus):
+    out = run_cli("pipeline", "--work", str(tmp_path / "w"), "--scale", "0.01", "--base-steps", "8",
+                  "--rl-steps", "2", "--max-new-tokens", "40", "--sizes", "D0=100,D1=100,D2=100,D3=100", "trainer.val_check_interval=2",
+                  "data.batch_size=2", "rollout.max_new_tokens=24", "rollout.val_max_new_tokens=24",
+                  cwd=tmp_path, data_dir=corpus, timeout=900).stdout
+    assert "| - | - | 1 |" in out and "| R1,R2 | D1,D2 | 1 |" in out
+    w = tmp_path / "w"
+    sel = json.loads((w / "data" / "asr" / "rl" / "selection.json").read_text())
+    assert sel["systems"] == 2 and set(sel["selected"]) == {"D0", "D1", "D2", "D3"}
+    for run in ("base_eval", "rl"):
+        for s in ("test_short", "test_long"):
+            assert json.loads((w / "runs" / run / "eval" / f"{s}.json").read_text())["utterances"] >= 2
+    # a second run reuses every stage
+    again = run_cli("pipeline", "--work", str(w), "--scale", "0.01", "--max-new-tokens", "40", "--sizes", "D0=100,D1=100,D2=100,D3=100",
+                    cwd=tmp_path, data_dir=corpus, timeout=300).stdout
+    assert again.splitlines()[:3] == out.splitlines()[:3]
