@@ -7,9 +7,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.sampler import LengthBucketBatchSampler
+from datamodules.sampler import EpochBatchSampler, ResumableDataLoader
 from speech_rl.data.features import LogMel, pad_features
 from speech_rl.data.manifest import BadRows, Utterance, read_manifest, utterance_audio
 
@@ -67,8 +67,7 @@ class ASRDataModule(L.LightningDataModule):
             manifests, taken as a union: an id in several is used once).
         batch_size: prompts per step for RL (each is sampled ``group_size`` times).
         on_bad_row / check_audio / max_duration: see ``read_manifest``.
-        bucket_by_length: batch utterances of similar duration (less padding; single
-            process only).
+        bucket_by_length: batch utterances of similar duration (less padding).
         synth: if given (a dict of ``synth_corpus`` arguments: ``out_dir``, ``splits``,
             ``seed``), missing manifests are synthesised with eSpeak NG first — the
             embedded default.
@@ -120,23 +119,23 @@ class ASRDataModule(L.LightningDataModule):
         return sum(len(b) for b in self.bad_rows.values())
 
     def train_dataloader(self) -> DataLoader:
+        """Deterministic per-epoch order (seed + epoch), sharded by rank, resumable mid-epoch.
+        Lightning's own distributed sampler is off (``use_distributed_sampler: false``)."""
         h = self.hparams
-        if h.bucket_by_length:
-            if self.trainer is not None and self.trainer.world_size > 1:
-                raise ValueError("data.bucket_by_length=true supports one process; set it false for "
-                                 f"trainer.devices={self.trainer.world_size}")
-            sampler = LengthBucketBatchSampler([u.duration for u in self.train_set.utts], h.batch_size,
-                                               seed=h.seed, drop_last=len(self.train_set) >= h.batch_size)
-            return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_asr,
-                              num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
-        g = torch.Generator().manual_seed(self.hparams.seed)
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle,
-                          generator=g, collate_fn=collate_asr, num_workers=self.hparams.num_workers,
-                          drop_last=len(self.train_set) >= self.hparams.batch_size,
-                          persistent_workers=self.hparams.num_workers > 0)
+        sampler = EpochBatchSampler([u.duration for u in self.train_set.utts], h.batch_size, seed=h.seed,
+                                    drop_last=len(self.train_set) >= h.batch_size, shuffle=h.shuffle,
+                                    bucket_by_length=h.bucket_by_length)
+        if len(sampler) == 0:
+            raise ValueError(f"{len(self.train_set)} training utterances give no batch of {h.batch_size} "
+                             f"on each of {sampler.world} processes")
+        return ResumableDataLoader(self.train_set, sampler, collate_fn=collate_asr, num_workers=h.num_workers,
+                                   persistent_workers=h.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            sampler = DistributedSampler(self.val_set, shuffle=False, drop_last=False)
         return DataLoader(self.val_set, batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
-                          shuffle=False, collate_fn=collate_asr, num_workers=self.hparams.num_workers)
+                          sampler=sampler, shuffle=False, collate_fn=collate_asr, num_workers=self.hparams.num_workers)

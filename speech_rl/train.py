@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from speech_rl.checkpoint import AtomicCheckpointIO, find_resume_checkpoint
 from speech_rl.modules import ASRGRPOModule, ASRSFTModule
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,32 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    plugins = [] if _sharded_checkpoints(cfg.trainer.get("strategy")) else [AtomicCheckpointIO()]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=plugins)
+
+
+def _sharded_checkpoints(strategy: Any) -> bool:
+    """Whether the strategy writes checkpoints as folders of shards (its own writer)."""
+    if not isinstance(strategy, DictConfig):
+        return False
+    target = str(strategy.get("_target_", ""))
+    if target.endswith("ModelParallelStrategy"):
+        return bool(strategy.get("save_distributed_checkpoint", True))
+    return target.endswith("FSDPStrategy") and strategy.get("state_dict_type", "full") == "sharded"
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` if given; with ``resume=auto`` the newest loadable checkpoint of this
+    run folder (``paths.output_dir``), corrupt ones skipped."""
+    resume = cfg.get("resume")
+    if resume not in (None, "auto", "never"):
+        raise ValueError(f"resume must be 'auto' or 'never', got {resume!r} (give a path with ckpt_path=...)")
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    if resume == "auto":
+        found = find_resume_checkpoint(Path(cfg.paths.output_dir) / "checkpoints")
+        return str(found) if found else None
+    return None
 
 
 def _quiet_duplicate_loggers() -> None:
@@ -57,10 +84,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Seed, build data / module / trainer from ``cfg``, fit; returns the last logged metrics."""
     _quiet_duplicate_loggers()
     L.seed_everything(int(cfg.seed), workers=True)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, _convert_="all")      # plain containers: checkpoints load weights_only
     module = build_module(cfg)
     trainer = build_trainer(cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg))
     bad = datamodule.num_bad_rows
     if bad:
         log.warning("%d bad manifest rows were skipped: %s", bad,

@@ -112,16 +112,40 @@ def test_write_manifest_is_atomic(tmp_path):
 def test_length_buckets_cover_every_index_once_and_reduce_padding():
     import random as _r
 
-    from datamodules.sampler import LengthBucketBatchSampler
+    from datamodules.sampler import EpochBatchSampler
 
     rng = _r.Random(0)
     durs = [rng.choice([2.0, 12.0]) + rng.random() for _ in range(200)]
-    s = LengthBucketBatchSampler(durs, batch_size=8, pool_batches=25, seed=3)
+    s = EpochBatchSampler(durs, batch_size=8, bucket_by_length=True, pool_batches=25, seed=3)
     batches = list(s)
     assert sorted(i for b in batches for i in b) == list(range(200)) and len(batches) == len(s) == 25
     padded = sum(len(b) * max(durs[i] for i in b) for b in batches)
     plain = sum(8 * max(durs[i] for i in range(k, k + 8)) for k in range(0, 200, 8))
     assert padded < 0.7 * plain                       # mostly-homogeneous batches
-    assert batches == list(LengthBucketBatchSampler(durs, 8, 25, seed=3))   # same epoch, same order
+    assert batches == list(EpochBatchSampler(durs, 8, 3, bucket_by_length=True, pool_batches=25))
     s.set_epoch(1)
     assert list(s) != batches
+
+
+def test_ranks_get_disjoint_equal_shares_and_a_resumed_epoch_continues():
+    from datamodules.sampler import EpochBatchSampler, ResumableDataLoader
+
+    durs = [1.0] * 50
+    r0 = EpochBatchSampler(durs, 4, seed=1, rank=0, world_size=2)
+    r1 = EpochBatchSampler(durs, 4, seed=1, rank=1, world_size=2)
+    b0, b1 = list(r0), list(r1)
+    assert len(b0) == len(b1) == 6 and not {i for b in b0 for i in b} & {i for b in b1 for i in b}
+    full = ResumableDataLoader(list(range(50)), EpochBatchSampler(durs, 4, seed=1))
+    it = iter(full)
+    first = [next(it).tolist() for _ in range(3)]
+    state = full.state_dict()
+    assert state["consumed"] == 3
+    resumed = ResumableDataLoader(list(range(50)), EpochBatchSampler(durs, 4, seed=1))
+    resumed.load_state_dict(state)
+    rest = [b.tolist() for b in resumed]
+    assert first + rest == [b.tolist() for b in ResumableDataLoader(list(range(50)), EpochBatchSampler(durs, 4, seed=1))]
+    assert len(list(resumed)) == 13                   # the next epoch is whole again
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    _set_sampler_epoch(resumed, 4)                    # what Lightning calls at each epoch start
+    assert resumed.batch_sampler.epoch == 4
