@@ -72,6 +72,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
         every = max(1, base_steps // 4)
         _train(["experiment=asr_sft_base", f"trainer.max_steps={base_steps}", f"trainer.val_check_interval={every}",
                 f"callbacks.checkpoint.every_n_train_steps={every}", "callbacks.checkpoint.save_top_k=-1",
+                "callbacks.checkpoint.monitor=null",
                 f"seed={seed}"], data, run)
         ckpts = sorted((run / "checkpoints").glob("step*.ckpt"))
         base_dir.mkdir(exist_ok=True)
