@@ -68,6 +68,7 @@ def format_table(name: str, res: dict[str, float]) -> str:
 def write_hyps(rows: list[dict], path: str | Path) -> None:
     """id -> hypothesis as JSONL ({"id", "hyp"} a line), written atomically."""
     p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for r in rows:

@@ -49,7 +49,8 @@ def test_synth_is_deterministic_and_follows_the_contract(tmp_path):
     ra, rb = [json.loads(x) for x in a.read_text().splitlines()], [json.loads(x) for x in b.read_text().splitlines()]
     strip = lambda rows: [{k: v for k, v in r.items() if k != "duration"} for r in rows]  # noqa: E731
     assert strip(ra) == strip(rb)
-    assert all(abs(x["duration"] - y["duration"]) < 0.002 for x, y in zip(ra, rb))
+    # measured: 0-1 ms apart (19 of 20 identical); 10 ms bounds the jitter, not a real change
+    assert all(abs(x["duration"] - y["duration"]) < 0.010 for x, y in zip(ra, rb)), (ra, rb)
     assert strip(ra) != strip([json.loads(x) for x in c.read_text().splitlines()])
     utts, bad = read_manifest(a, check_audio="full")
     assert len(utts) == 3 and not len(bad)

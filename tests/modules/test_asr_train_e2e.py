@@ -94,9 +94,9 @@ def test_eval_on_someone_elses_manifest(tiny_run, corpus, tmp_path):
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
     table = run_cli("eval", str(m), str(ckpt), cwd=tmp_path, data_dir=corpus).stdout
     assert "| WER | SUB | INS | DEL | KW recall |" in table and "| 5 |" in table
-    res = json.loads(run_cli("eval", str(m), str(ckpt), "--json", "--hyp-out", str(tmp_path / "h.jsonl"),
+    res = json.loads(run_cli("eval", str(m), str(ckpt), "--json", "--hyp-out", str(tmp_path / "new" / "h.jsonl"),
                              cwd=tmp_path, data_dir=corpus).stdout)
-    hyps = {json.loads(x)["id"]: json.loads(x)["hyp"] for x in (tmp_path / "h.jsonl").read_text().splitlines()}
+    hyps = {json.loads(x)["id"]: json.loads(x)["hyp"] for x in (tmp_path / "new" / "h.jsonl").read_text().splitlines()}
     refs = {json.loads(x)["id"]: json.loads(x)["text"] for x in m.read_text().splitlines()}
     norm = TextNormalizer()
     ids = sorted(refs)
