@@ -33,7 +33,8 @@ def load_policy(checkpoint: str | Path) -> AudioLLM:
 def transcribe_manifest(policy: AudioLLM, manifest: str | Path, batch_size: int = 16, max_new_tokens: int = 128,
                         on_bad_row: str = "error") -> list[dict]:
     """Greedy transcripts: a list of {id, ref, hyp, keywords} in manifest order."""
-    utts, _ = read_manifest(manifest, on_bad_row=on_bad_row, check_audio="header")
+    # decode every file first: a bad row (even NaN samples) is found before any transcription
+    utts, _ = read_manifest(manifest, on_bad_row=on_bad_row, check_audio="full")
     ds = ManifestDataset(utts, n_mels=policy.encoder.n_mels)
     engine = TorchEngine(policy.llm, policy.tokenizer.eos_id, policy.tokenizer.pad_id)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
