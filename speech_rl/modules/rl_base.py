@@ -168,11 +168,13 @@ class RLModule(L.LightningModule):
     # ---- checkpoint --------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["speech_rl"] = {"engine": self.engine.state_dict() if self.engine else {},
-                                   "skipped_steps": self.skipped_steps}
+                                   "skipped_steps": self.skipped_steps, "rng": rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("speech_rl", {})
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        if state.get("rng"):
+            set_rng_state(state["rng"])
         self._engine_state = state.get("engine")
         if self.engine is not None and self._engine_state:
             self.engine.load_state_dict(self._engine_state)
@@ -185,6 +187,36 @@ class RLModule(L.LightningModule):
 
     def create_engine(self) -> None:
         raise NotImplementedError
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states (torch CPU / CUDA, Python, NumPy) of this process, for exact resume
+    of anything stochastic outside the engine (dropout, user rewards). Lightning writes the
+    checkpoint from rank 0, so other ranks resume with rank 0's states."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # plain types only: Lightning loads resume checkpoints with weights_only=True
+    st = {"torch": torch.get_rng_state(), "python": random.getstate(),
+          "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    kind, keys, pos, has_gauss, gauss = st["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
 
 
 def finite_mean(xs: list[float]) -> float:

@@ -81,3 +81,20 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
         io.save_checkpoint({"bad": lambda: 0}, p)        # lambdas do not pickle: fails mid-write
     assert torch.load(p, weights_only=False)["global_step"] == 1
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    from speech_rl.modules.rl_base import rng_state, set_rng_state
+
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    st = rng_state()
+    torch.save({"rng": st}, tmp_path / "c.ckpt")
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    loaded = torch.load(tmp_path / "c.ckpt", weights_only=True)["rng"]      # as Lightning resumes
+    set_rng_state(loaded)
+    got = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:]
