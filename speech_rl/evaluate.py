@@ -40,11 +40,9 @@ def transcribe_manifest(policy: AudioLLM, manifest: str | Path, batch_size: int 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     out = []
     for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate_asr):
-        frames, lens = policy.encode(batch.feats, batch.feat_lens)
-        prompt, mask = policy(frames, lens)
-        r = engine.generate(prompt, mask, 1, params)
-        for uid, ref, kws, toks in zip(batch.ids, batch.texts, batch.keywords, r.tokens):
-            out.append({"id": uid, "ref": ref, "hyp": policy.tokenizer.decode(toks), "keywords": kws})
+        hyps = policy.transcribe(batch.feats, batch.feat_lens, engine, params)
+        for uid, ref, kws, hyp in zip(batch.ids, batch.texts, batch.keywords, hyps):
+            out.append({"id": uid, "ref": ref, "hyp": hyp, "keywords": kws})
     return out
 
 

@@ -95,6 +95,14 @@ class AudioLLM(nn.Module):
             ent = -(logsm.exp() * logsm).sum(-1) * resp_mask
         return logp, ent
 
+    @torch.no_grad()
+    def transcribe(self, feats: torch.Tensor, feat_lens: torch.Tensor, engine, params) -> list[str]:
+        """Transcripts of a batch (B, T, F) by ``engine`` (whose weights mirror this model's LM)
+        with sampling ``params`` (greedy for temperature 0)."""
+        frames, lens = self.encode(feats, feat_lens)
+        prompt, mask = self(frames, lens)
+        return [self.tokenizer.decode(t) for t in engine.generate(prompt, mask, 1, params).tokens]
+
     def target_ids(self, texts: list[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> padded target ids with EOS (N, T) and mask (N, T)."""
         seqs = [self.tokenizer.encode(s) + [self.tokenizer.eos_id] for s in texts]

@@ -92,8 +92,8 @@ class ASRGRPOModule(RLModule):
 
     @torch.no_grad()
     def generate(self, frames: torch.Tensor, frame_lens: torch.Tensor, group_size: int,
-                 params: SamplingParams, phase: str = "rollout"):
-        with run_phase(self, phase):
+                 params: SamplingParams):
+        with run_phase(self, "rollout"):
             prompt, mask = self.policy(frames, frame_lens)
             return self.engine.generate(prompt, mask, group_size, params)
 
@@ -172,15 +172,9 @@ class ASRGRPOModule(RLModule):
         self.log_dict(log, on_step=True, on_epoch=False, prog_bar=False, batch_size=len(batch))
         self.log("reward", log["train/reward/mean"], prog_bar=True, logger=False, batch_size=len(batch))
 
-    def transcribe(self, batch: ASRBatch) -> list[str]:
-        """Greedy transcripts of a batch (through the engine, whose weights mirror the policy)."""
-        frames, lens = self.policy.encode(batch.feats, batch.feat_lens)
-        r = self.generate(frames, lens, 1, self.val_params, phase="validate")
-        return [self.policy.tokenizer.decode(t) for t in r.tokens]
-
     def validation_step(self, batch: ASRBatch, batch_idx: int) -> None:
-        with torch.no_grad():
-            hyps = self.transcribe(batch)
+        with run_phase(self, "validate"):
+            hyps = self.policy.transcribe(batch.feats, batch.feat_lens, self.engine, self.val_params)
         self.val_metric.update(batch.texts, hyps, batch.keywords)
 
     def on_validation_epoch_end(self) -> None:

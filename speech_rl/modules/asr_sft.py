@@ -74,10 +74,7 @@ class ASRSFTModule(L.LightningModule):
 
     @torch.no_grad()
     def validation_step(self, batch: ASRBatch, batch_idx: int) -> None:
-        frames, lens = self.policy.encode(batch.feats, batch.feat_lens)
-        prompt, mask = self.policy(frames, lens)
-        r = self.engine.generate(prompt, mask, 1, self.val_params)
-        hyps = [self.policy.tokenizer.decode(t) for t in r.tokens]
+        hyps = self.policy.transcribe(batch.feats, batch.feat_lens, self.engine, self.val_params)
         self.val_metric.update(batch.texts, hyps, batch.keywords)
         self.log("val/ce", self.losses(batch)["ce"], batch_size=len(batch), sync_dist=True)
 
