@@ -23,81 +23,117 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def sample_inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Exact categorical sampling from ``probs`` (N, V) with one uniform draw per row
+    ``u`` (N,) in [0, 1): the first token whose cumulative probability exceeds
+    ``u * total``. A row's token depends only on its own ``u``, not on which other rows
+    are in the batch. Returns (N,) long.
+
+    >>> sample_inverse_cdf(torch.tensor([[0.0, 0.5, 0.0, 0.5]]), torch.tensor([0.0])).item()
+    1
+    >>> sample_inverse_cdf(torch.tensor([[0.0, 0.5, 0.0, 0.5]]), torch.tensor([0.6])).item()
+    3
+    """
+    cdf = probs.cumsum(-1)
+    tok = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)   # rounding must not pick a 0-prob tail
+    return torch.minimum(tok, last)
+
+
 class TorchEngine:
     """Holds its own copy of the causal LM (as SGLang would) and samples from prompt
     embeddings. Each prompt is prefilled once; its KV cache is repeated for the G
     samples of its group; decoding is batched over all B*G rows and stops when every
     row has emitted EOS or ``max_new_tokens`` is reached.
 
+    Finished rows are dropped from the decode batch (their KV cache rows removed) once
+    at least ``compact_frac`` of the rows still decoding have finished, so long-tail
+    rollouts do not pay for rows that are done. Sampling draws one uniform number per
+    row and step from the engine's generator whatever the batch holds, so dropping rows
+    (or not: ``drop_finished=false``) gives the same tokens for the same seed.
+
     Args:
         lm: the policy's causal LM; it is deep-copied (weights are synced by
             ``update_weights``).
         eos_id / pad_id: token ids.
         seed: seed of the engine's own sampling generator (its state is checkpointed).
+        drop_finished / compact_frac: see above; ``compact_frac=0`` compacts as soon as
+            any row finishes.
+        compile: ``torch.compile`` the decode step's model forward (dynamic shapes).
     """
 
     name = "torch"
 
-    def __init__(self, lm: nn.Module, eos_id: int, pad_id: int, seed: int = 0, device: str | torch.device = "cpu"):
+    def __init__(self, lm: nn.Module, eos_id: int, pad_id: int, seed: int = 0, device: str | torch.device = "cpu",
+                 drop_finished: bool = True, compact_frac: float = 0.125, compile: bool = False):
+        if not 0 <= compact_frac <= 1:
+            raise ValueError(f"compact_frac must be in [0, 1], got {compact_frac}")
         self.lm = copy.deepcopy(lm).eval().requires_grad_(False).to(device)
         self.eos_id, self.pad_id = eos_id, pad_id
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.drop_finished, self.compact_frac = bool(drop_finished), float(compact_frac)
         self._params = dict(self.lm.named_parameters())
+        self._decode = torch.compile(self.lm, dynamic=True) if compile else self.lm
 
     # ---- contract ------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, prompt_embeds: torch.Tensor, prompt_mask: torch.Tensor, group_size: int,
                  params: SamplingParams) -> Rollout:
-        b, _, _ = prompt_embeds.shape
-        g = group_size
-        lm = self.lm
-        emb = prompt_embeds.to(self.device, dtype=next(lm.parameters()).dtype)
-        mask = prompt_mask.to(self.device)
+        b, lp_len, _ = prompt_embeds.shape
+        g, t_max, dev = group_size, params.max_new_tokens, self.device
+        n = b * g
+        emb = prompt_embeds.to(dev, dtype=next(self.lm.parameters()).dtype)
+        mask = prompt_mask.to(dev)
         pos = (mask.cumsum(1) - 1).clamp(min=0)
-        out = lm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
         if g > 1:
             cache.batch_repeat_interleave(g)
-        logits = out.logits[:, -1].float().repeat_interleave(g, 0)               # (N, V)
-        attn = mask.repeat_interleave(g, 0)
-        next_pos = mask.sum(1).repeat_interleave(g, 0)                            # (N,)
-        n = b * g
-        finished = torch.zeros(n, dtype=torch.bool, device=self.device)
-        toks, lps = [], []
-        for step in range(params.max_new_tokens):
-            tok, lp = self._sample(logits, params)
-            tok = tok.masked_fill(finished, self.pad_id)
-            lps.append(lp.masked_fill(finished, 0.0))
-            toks.append(tok)
-            finished = finished | (tok == self.eos_id)
-            if bool(finished.all()) or step == params.max_new_tokens - 1:
+        logits = out.logits[:, -1].float().repeat_interleave(g, 0)                # (A, V), A rows decoding
+        attn = torch.cat([mask.repeat_interleave(g, 0), mask.new_ones(n, t_max)], 1)   # (A, Lp + T), sliced
+        next_pos = mask.sum(1).repeat_interleave(g, 0)                             # (A,)
+        rows = torch.arange(n, device=dev)                                         # (A,) row of each cache row
+        live = torch.ones(n, dtype=torch.bool, device=dev)                         # (A,) not yet finished
+        tokens = torch.full((n, t_max), self.pad_id, dtype=torch.long, device=dev)
+        logprobs = torch.zeros(n, t_max, device=dev)
+        finished = torch.zeros(n, dtype=torch.bool, device=dev)
+        for step in range(t_max):
+            u = torch.rand(n, generator=self.generator, device=dev) if params.temperature > 0 else None
+            tok, lp = self._sample(logits, params, None if u is None else u[rows])
+            tok = tok.masked_fill(~live, self.pad_id)
+            tokens[rows[live], step] = tok[live]
+            logprobs[rows[live], step] = lp[live]
+            live = live & (tok != self.eos_id)
+            finished[rows[~live]] = True
+            if step == t_max - 1 or not bool(live.any()):
                 break
-            attn = torch.cat([attn, attn.new_ones(n, 1)], dim=1)
-            out = lm(input_ids=tok.unsqueeze(1), attention_mask=attn, position_ids=next_pos.unsqueeze(1),
-                     past_key_values=cache, use_cache=True)
+            if self.drop_finished and int((~live).sum()) > self.compact_frac * live.numel():
+                keep = live.nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                rows, tok, next_pos, attn, live = rows[keep], tok[keep], next_pos[keep], attn[keep], live[keep]
+            out = self._decode(input_ids=tok.unsqueeze(1), attention_mask=attn[:, : lp_len + step + 1],
+                               position_ids=next_pos.unsqueeze(1), past_key_values=cache, use_cache=True)
             next_pos = next_pos + 1
             logits = out.logits[:, -1].float()
-        tokens = torch.stack(toks, 1)
-        logprobs = torch.stack(lps, 1)
-        is_eos = tokens == self.eos_id
+        length = step + 1
+        tokens, logprobs = tokens[:, :length], logprobs[:, :length]
         # a token belongs to the response if no EOS came strictly before it
-        before = torch.cumsum(is_eos.long(), 1) - is_eos.long()
-        resp_mask = (before == 0).float()
-        tokens = tokens.masked_fill(resp_mask == 0, self.pad_id)
+        is_eos = tokens == self.eos_id
+        resp_mask = ((torch.cumsum(is_eos.long(), 1) - is_eos.long()) == 0).float()
         return Rollout(tokens.cpu(), (logprobs * resp_mask).cpu(), resp_mask.cpu(), finished.cpu(), g)
 
-    def _sample(self, logits: torch.Tensor, p: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
-        """logits (N, V) -> sampled token (N,), its log-prob under softmax(logits / T) (N,)."""
+    def _sample(self, logits: torch.Tensor, p: SamplingParams,
+                u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """logits (A, V), uniforms u (A,) -> sampled token (A,) and its log-prob under
+        softmax(logits / T) (A,); greedy (u unused) when T = 0."""
         if p.temperature == 0:
             logsm = torch.log_softmax(logits, -1)
             tok = logits.argmax(-1)
             return tok, logsm.gather(1, tok[:, None]).squeeze(1)
         scaled = logits / p.temperature
         logsm = torch.log_softmax(scaled, -1)
-        filt = filter_logits(scaled, p.top_k, p.top_p)
-        probs = torch.softmax(filt, -1)
-        tok = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+        tok = sample_inverse_cdf(torch.softmax(filter_logits(scaled, p.top_k, p.top_p), -1), u)
         return tok, logsm.gather(1, tok[:, None]).squeeze(1)
 
     @torch.no_grad()
