@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from speech_rl.models.llm import build_causal_lm
+from speech_rl.models.llm import build_causal_lm, response_logprobs
 from speech_rl.models.projector import Projector
 
 
@@ -72,28 +72,8 @@ class AudioLLM(nn.Module):
     def response_logprobs(self, prompt: torch.Tensor, prompt_mask: torch.Tensor, resp_ids: torch.Tensor,
                           resp_mask: torch.Tensor, temperature: float = 1.0, llm: nn.Module | None = None,
                           with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs of response tokens under ``llm`` (default: this model's).
-
-        Args: prompt (N, Lp, H), prompt_mask (N, Lp), resp_ids (N, T), resp_mask (N, T);
-        temperature divides the logits as in sampling.
-        Returns logp (N, T) float32 and, if asked, the entropy of each step's
-        distribution (N, T); padding positions are 0.
-        """
-        llm = llm or self.llm
-        t = resp_ids.shape[1]
-        emb = llm.get_input_embeddings()(resp_ids)
-        inputs = torch.cat([prompt, emb.to(prompt.dtype)], dim=1)
-        mask = torch.cat([prompt_mask, torch.ones_like(resp_mask, dtype=prompt_mask.dtype)], dim=1)
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        logits = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=pos, use_cache=False,
-                     logits_to_keep=t + 1).logits[:, :t]                          # (N, T, V)
-        logits = logits.float() / (temperature if temperature > 0 else 1.0)
-        logsm = torch.log_softmax(logits, dim=-1)
-        logp = logsm.gather(-1, resp_ids.unsqueeze(-1)).squeeze(-1) * resp_mask
-        ent = None
-        if with_entropy:
-            ent = -(logsm.exp() * logsm).sum(-1) * resp_mask
-        return logp, ent
+        """``speech_rl.models.llm.response_logprobs`` under ``llm`` (default: this model's)."""
+        return response_logprobs(llm or self.llm, prompt, prompt_mask, resp_ids, resp_mask, temperature, with_entropy)
 
     @torch.no_grad()
     def transcribe(self, feats: torch.Tensor, feat_lens: torch.Tensor, engine, params) -> list[str]:

@@ -1,6 +1,7 @@
 """Causal LM construction: a Qwen2 built from a config (no download), or any local HF model."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -28,3 +29,29 @@ def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_
                       tie_word_embeddings=tie_word_embeddings, use_cache=True)
     cfg._attn_implementation = attn_implementation
     return Qwen2ForCausalLM(cfg)
+
+
+def response_logprobs(llm: nn.Module, prompt: torch.Tensor, prompt_mask: torch.Tensor, resp_ids: torch.Tensor,
+                      resp_mask: torch.Tensor, temperature: float = 1.0,
+                      with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of response tokens under a causal LM, after prompt embeddings.
+
+    Args: prompt (N, Lp, H) left padded, prompt_mask (N, Lp), resp_ids (N, T), resp_mask
+    (N, T); temperature divides the logits as in sampling.
+    Returns logp (N, T) float32 and, if asked, the entropy of each step's distribution
+    (N, T); padding positions are 0.
+    """
+    t = resp_ids.shape[1]
+    emb = llm.get_input_embeddings()(resp_ids)
+    inputs = torch.cat([prompt, emb.to(prompt.dtype)], dim=1)
+    mask = torch.cat([prompt_mask, torch.ones_like(resp_mask, dtype=prompt_mask.dtype)], dim=1)
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    logits = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=pos, use_cache=False,
+                 logits_to_keep=t + 1).logits[:, :t]                          # (N, T, V)
+    logits = logits.float() / (temperature if temperature > 0 else 1.0)
+    logsm = torch.log_softmax(logits, dim=-1)
+    logp = logsm.gather(-1, resp_ids.unsqueeze(-1)).squeeze(-1) * resp_mask
+    ent = None
+    if with_entropy:
+        ent = -(logsm.exp() * logsm).sum(-1) * resp_mask
+    return logp, ent
