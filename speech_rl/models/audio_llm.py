@@ -58,14 +58,14 @@ class AudioLLM(nn.Module):
         """One entry point, so that FSDP unshards the projector and embeddings around it.
 
         Without ``resp_ids``: encoder frames (B, T', D) -> prompt embeds (B, Lp, H), mask (B, Lp).
-        With ``resp_ids`` (B*G, T) / ``resp_mask`` (B*G, T): each prompt is built once and
-        repeated ``group_size`` times, then scored -> logp (B*G, T), entropy or None.
+        With ``resp_ids`` (B*G, T) / ``resp_mask`` (B*G, T): each prompt is built and run
+        once, its KV cache shared by its G responses -> logp (B*G, T), entropy or None.
         """
         prompt, mask = self.prompt_embeds(frames, frame_lens)
         if resp_ids is None:
             return prompt, mask
-        if group_size > 1:
-            prompt, mask = prompt.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)
+        if resp_ids.shape[0] != prompt.shape[0] * group_size:
+            raise ValueError(f"{resp_ids.shape[0]} responses for {prompt.shape[0]} prompts x group_size {group_size}")
         return self.response_logprobs(prompt, mask, resp_ids, resp_mask, temperature, with_entropy=with_entropy)
 
     # ---- scoring --------------------------------------------------------------------

@@ -36,18 +36,39 @@ def response_logprobs(llm: nn.Module, prompt: torch.Tensor, prompt_mask: torch.T
                       with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of response tokens under a causal LM, after prompt embeddings.
 
-    Args: prompt (N, Lp, H) left padded, prompt_mask (N, Lp), resp_ids (N, T), resp_mask
-    (N, T); temperature divides the logits as in sampling.
+    Args: prompt (B, Lp, H) left padded, prompt_mask (B, Lp), resp_ids (N, T), resp_mask
+    (N, T) with N = B*G: the G responses of prompt b are rows b*G .. b*G+G-1. With G > 1
+    each prompt is run once and its KV cache (with its autograd graph) is shared by its
+    G responses, instead of running the prompt G times; temperature divides the logits
+    as in sampling.
     Returns logp (N, T) float32 and, if asked, the entropy of each step's distribution
     (N, T); padding positions are 0.
     """
-    t = resp_ids.shape[1]
-    emb = llm.get_input_embeddings()(resp_ids)
-    inputs = torch.cat([prompt, emb.to(prompt.dtype)], dim=1)
-    mask = torch.cat([prompt_mask, torch.ones_like(resp_mask, dtype=prompt_mask.dtype)], dim=1)
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
-    logits = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=pos, use_cache=False,
-                 logits_to_keep=t + 1).logits[:, :t]                          # (N, T, V)
+    b, n, t = prompt.shape[0], resp_ids.shape[0], resp_ids.shape[1]
+    if n % b:
+        raise ValueError(f"{n} responses do not split into groups over {b} prompts")
+    g = n // b
+    pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    if g == 1:
+        emb = llm.get_input_embeddings()(resp_ids)
+        inputs = torch.cat([prompt, emb.to(prompt.dtype)], dim=1)
+        mask = torch.cat([prompt_mask, torch.ones_like(resp_mask, dtype=prompt_mask.dtype)], dim=1)
+        logits = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                     use_cache=False, logits_to_keep=t + 1).logits[:, :t]                  # (N, T, V)
+    else:
+        pre = llm(inputs_embeds=prompt, attention_mask=prompt_mask, position_ids=pos, use_cache=True,
+                  logits_to_keep=1)
+        logits = pre.logits.repeat_interleave(g, 0)                                       # (N, 1, V): token 0
+        if t > 1:
+            cache = pre.past_key_values
+            cache.batch_repeat_interleave(g)
+            emb = llm.get_input_embeddings()(resp_ids[:, :-1]).to(prompt.dtype)
+            pmask = prompt_mask.repeat_interleave(g, 0)
+            mask = torch.cat([pmask, pmask.new_ones(n, t - 1)], dim=1)
+            rpos = pmask.sum(1, keepdim=True) + torch.arange(t - 1, device=pmask.device)
+            rest = llm(inputs_embeds=emb, attention_mask=mask, position_ids=rpos, past_key_values=cache,
+                       use_cache=True).logits                                             # (N, T-1, V)
+            logits = torch.cat([logits, rest], dim=1)
     logits = logits.float() / (temperature if temperature > 0 else 1.0)
     logsm = torch.log_softmax(logits, dim=-1)
     logp = logsm.gather(-1, resp_ids.unsqueeze(-1)).squeeze(-1) * resp_mask

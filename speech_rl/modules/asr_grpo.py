@@ -165,7 +165,8 @@ class ASRGRPOModule(RLModule):
                "train/truncated_frac": (~rollout.finished).float().mean().item(),
                "train/hallucination_rate": fields["hallucination_rate"],
                "train/gate_rate": rewards.gated.float().mean().item(),
-               "train/zero_std_frac": fields["adv_zero_std_frac"]}
+               "train/zero_std_frac": fields["adv_zero_std_frac"],
+               "train/audio_seconds": float(sum(batch.durations))}
         log.update({f"train/reward/{k}": v for k, v in rewards.means().items()})
         log.update({f"train/{k}": v for k, v in metrics.items()})
         log = self.mean_over_ranks(log)

@@ -89,7 +89,6 @@ class TextGRPOModule(RLModule):
             out = self.rewards(**fields)
             adv, adv_m = group_advantages(out.total, g, scale=bool(a.get("scale_advantages", True)))
         ids, mask, adv = rollout.tokens.to(self.device), rollout.mask.to(self.device), adv.to(self.device)
-        pids, pmask = pids.repeat_interleave(g, 0), pmask.repeat_interleave(g, 0)     # (N, L)
         temp = self.train_params.temperature or 1.0
         n = ids.shape[0]
         mb = int(a.get("micro_batch_size") or n)
@@ -97,7 +96,9 @@ class TextGRPOModule(RLModule):
         acc: dict[str, list[float]] = {}
 
         def logprobs(lm: nn.Module, sl: slice) -> torch.Tensor:
-            return response_logprobs(lm, lm.get_input_embeddings()(pids[sl]), pmask[sl], ids[sl], mask[sl], temp)[0]
+            """Rows ``sl`` (whole groups); each prompt runs once for its G responses."""
+            bsl = slice(sl.start // g, sl.stop // g)
+            return response_logprobs(lm, lm.get_input_embeddings()(pids[bsl]), pmask[bsl], ids[sl], mask[sl], temp)[0]
 
         def losses():
             for start in range(0, n, mb):

@@ -64,3 +64,32 @@ def test_whisper_encoder_option_builds_from_config():
     m = build_audio_llm(TINY_MODEL["tokenizer"], enc, TINY_MODEL["llm"])
     emb, mask = m(out, lens)
     assert emb.shape[0] == 2 and mask.sum(1).tolist() == [15 + 3, 8 + 3]
+
+
+def test_shared_prompt_scoring_equals_repeated_prompts(model):
+    """Each prompt runs once and its KV cache is shared by its G responses: the log-probs,
+    entropies and gradients equal running the prompt G times."""
+    from speech_rl.models.llm import response_logprobs
+
+    torch.manual_seed(0)
+    g = 3
+    frames, lens = model.encode(torch.randn(2, 120, 80), torch.tensor([120, 70]))
+    prompt, pmask = model(frames, lens)
+    resp = torch.randint(3, model.tokenizer.vocab_size, (2 * g, 7))
+    rmask = torch.ones(2 * g, 7)
+    rmask[1, 4:] = 0
+    rmask[5, 1:] = 0
+    results = []
+    for shared in (True, False):
+        model.zero_grad()
+        p, m = (prompt, pmask) if shared else (prompt.repeat_interleave(g, 0), pmask.repeat_interleave(g, 0))
+        logp, ent = response_logprobs(model.llm, p, m, resp, rmask, 0.8, with_entropy=True)   # G=3 or G=1 path
+        (logp.sum() + 0.1 * ent.sum()).backward(retain_graph=True)
+        results.append((logp.detach(), ent.detach(), [q.grad.clone() for q in model.llm.parameters()]))
+    (lp1, e1, g1), (lp2, e2, g2) = results
+    torch.testing.assert_close(lp1, lp2, rtol=0, atol=1e-5)
+    torch.testing.assert_close(e1, e2, rtol=0, atol=1e-5)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="do not split into groups"):
+        response_logprobs(model.llm, prompt, pmask, resp[:5], rmask[:5])
