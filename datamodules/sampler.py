@@ -40,7 +40,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         ddp = dist.is_available() and dist.is_initialized()
         self.rank = rank if rank is not None else (dist.get_rank() if ddp else 0)
         self.world = world_size if world_size is not None else (dist.get_world_size() if ddp else 1)
-        self.epoch, self.start = 0, 0
+        self.epoch = 0
+        self.resume_at: tuple[int, int] | None = None     # (epoch, batches of it already consumed)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -70,8 +71,16 @@ class EpochBatchSampler(Sampler[list[int]]):
         per_rank = len(batches) // self.world if self.world > 1 else len(batches)
         return batches[self.rank::self.world][:per_rank]
 
+    @property
+    def start(self) -> int:
+        """Batches of the current epoch to skip: the resume offset if it is for this epoch.
+        (Resuming from a checkpoint taken at an epoch's last batch, Lightning may or may
+        not move to the next epoch itself; the offset applies only to the epoch it was
+        saved in, so either way no batch is repeated or skipped.)"""
+        return self.resume_at[1] if self.resume_at and self.resume_at[0] == self.epoch else 0
+
     def __iter__(self) -> Iterator[list[int]]:
-        start, self.start = self.start, 0            # a resume offset applies to one epoch only
+        start, self.resume_at = self.start, None     # a resume offset applies to one epoch only
         return iter(self.epoch_batches()[start:])
 
     def __len__(self) -> int:
@@ -98,4 +107,5 @@ class ResumableDataLoader(DataLoader):
         s = self.batch_sampler
         if state.get("seed", s.seed) != s.seed:
             raise ValueError(f"checkpoint was written with data seed {state['seed']}, this run uses {s.seed}")
-        s.epoch, s.start = int(state["epoch"]), int(state["consumed"])
+        s.epoch = int(state["epoch"])
+        s.resume_at = (s.epoch, int(state["consumed"]))

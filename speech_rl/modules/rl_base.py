@@ -167,15 +167,29 @@ class RLModule(L.LightningModule):
 
     # ---- checkpoint --------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["speech_rl"] = {"engine": self.engine.state_dict() if self.engine else {},
-                                   "skipped_steps": self.skipped_steps, "rng": rng_state()}
+        """Every rank's engine sampler and global RNG states go into the checkpoint (Lightning
+        builds it on all ranks and writes rank 0's), so that each rank resumes its own
+        streams under DDP / FSDP."""
+        local = {"engine": self.engine.state_dict() if self.engine else {}, "rng": rng_state()}
+        ranks = [local]
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            ranks = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(ranks, local)
+        checkpoint["speech_rl"] = {"skipped_steps": self.skipped_steps, "ranks": ranks}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("speech_rl", {})
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        if state.get("rng"):
-            set_rng_state(state["rng"])
-        self._engine_state = state.get("engine")
+        ranks = state.get("ranks") or [{"engine": state.get("engine"), "rng": state.get("rng")}]
+        rank = self.global_rank
+        if rank >= len(ranks):
+            log.warning("checkpoint holds sampler states of %d rank(s), this is rank %d: it starts from rank 0's "
+                        "(the run continues, but not bit-identically to an uninterrupted one)", len(ranks), rank)
+            rank = 0
+        mine = ranks[rank]
+        if mine.get("rng"):
+            set_rng_state(mine["rng"])
+        self._engine_state = mine.get("engine")
         if self.engine is not None and self._engine_state:
             self.engine.load_state_dict(self._engine_state)
 
@@ -191,8 +205,7 @@ class RLModule(L.LightningModule):
 
 def rng_state() -> dict[str, Any]:
     """Global RNG states (torch CPU / CUDA, Python, NumPy) of this process, for exact resume
-    of anything stochastic outside the engine (dropout, user rewards). Lightning writes the
-    checkpoint from rank 0, so other ranks resume with rank 0's states."""
+    of anything stochastic outside the engine (dropout, user rewards)."""
     import random
 
     import numpy as np

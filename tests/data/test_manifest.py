@@ -149,3 +149,28 @@ def test_ranks_get_disjoint_equal_shares_and_a_resumed_epoch_continues():
 
     _set_sampler_epoch(resumed, 4)                    # what Lightning calls at each epoch start
     assert resumed.batch_sampler.epoch == 4
+
+
+def test_resume_at_an_epoch_boundary_neither_skips_nor_repeats_an_epoch():
+    """A checkpoint taken at an epoch's last batch: whether Lightning then re-enters that
+    epoch (empty) or moves on and sets the next epoch, the next batches are the next epoch's."""
+    from datamodules.sampler import EpochBatchSampler, ResumableDataLoader
+
+    durs = [1.0] * 24
+    make = lambda: ResumableDataLoader(list(range(24)), EpochBatchSampler(durs, 4, seed=1))   # noqa: E731
+    done = make()
+    assert len(list(done)) == 6
+    state = done.state_dict()
+    assert state == {"epoch": 0, "consumed": 6, "seed": 1}
+    ref = make()
+    ref.batch_sampler.set_epoch(1)
+    epoch1 = [b.tolist() for b in ref]
+    same_epoch = make()
+    same_epoch.load_state_dict(state)                 # Lightning finishes epoch 0 (nothing left) ...
+    assert list(same_epoch) == []
+    same_epoch.batch_sampler.set_epoch(1)             # ... then starts epoch 1
+    assert [b.tolist() for b in same_epoch] == epoch1
+    next_epoch = make()
+    next_epoch.load_state_dict(state)
+    next_epoch.batch_sampler.set_epoch(1)             # Lightning moved to epoch 1 itself
+    assert [b.tolist() for b in next_epoch] == epoch1

@@ -27,3 +27,29 @@ def test_two_process_training(trainer, corpus, tmp_path):
     # the checkpoint holds full (gathered) weights that a single process can evaluate
     w = ck["state_dict"]["policy.llm.model.embed_tokens.weight"]
     assert w.shape[1] == 128
+
+
+@pytest.mark.timeout(900)
+def test_ddp_resume_reproduces_the_uninterrupted_run(corpus, tmp_path):
+    """Stop a 2-process DDP run at step 3, resume it to step 6: steps 3-5 log the same
+    values as a run that was never stopped (each rank resumes its own sampler and RNG;
+    step 3 is also the first of a new epoch: 24 utterances, 2 ranks x batch 4)."""
+    from tests.modules.test_resume import TAGS, by_step
+
+    args = ["experiment=asr_grpo_tiny", "trainer=ddp_cpu", "trainer.val_check_interval=1000",
+            "callbacks.checkpoint.every_n_train_steps=3", "trainer.enable_progress_bar=false", "optim.lr=1e-3"]
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    run_cli("train", *args, "trainer.max_steps=6", f"hydra.run.dir={ref}", cwd=tmp_path, data_dir=corpus, timeout=400)
+    run_cli("train", *args, "trainer.max_steps=3", f"hydra.run.dir={cut}", cwd=tmp_path, data_dir=corpus, timeout=400)
+    ck = torch.load(cut / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert len(ck["speech_rl"]["ranks"]) == 2
+    assert not torch.equal(ck["speech_rl"]["ranks"][0]["engine"]["generator"],
+                           ck["speech_rl"]["ranks"][1]["engine"]["generator"])
+    out = run_cli("train", *args, "trainer.max_steps=6", f"hydra.run.dir={cut}", "resume=auto", cwd=tmp_path,
+                  data_dir=corpus, timeout=400)
+    assert "resume=auto: resuming from" in out.stdout + out.stderr
+    a, b = by_step(ref), by_step(cut)
+    for tag in TAGS:
+        assert sorted(a[tag]) == list(range(6)) and sorted(b[tag]) == list(range(6)), tag
+        for step in range(6):
+            assert b[tag][step] == pytest.approx(a[tag][step], rel=1e-5, abs=1e-6), (tag, step, a[tag], b[tag])

@@ -35,7 +35,7 @@ def test_tiny_grpo_leaves_tensorboard_tags_and_checkpoints(tiny_run):
     ckpts = sorted(p.name for p in (tiny_run / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in ckpts and "step000020.ckpt" in ckpts
     ck = torch.load(tiny_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ck["global_step"] == 20 and "generator" in ck["speech_rl"]["engine"]
+    assert ck["global_step"] == 20 and "generator" in ck["speech_rl"]["ranks"][0]["engine"]
     assert any(k.startswith("reference.") for k in ck["state_dict"])
 
 
