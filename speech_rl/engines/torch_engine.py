@@ -123,7 +123,9 @@ class TorchEngine:
         logits = out.logits[:, -1].float().repeat_interleave(g, 0)                # (A, V), A rows decoding
         attn = torch.cat([mask.repeat_interleave(g, 0), mask.new_ones(n, t_max)], 1)   # (A, Lp + T), sliced
         next_pos = mask.sum(1).repeat_interleave(g, 0)                             # (A,)
-        dec = StaticDecoder(self.lm, cache, attn[:, :lp_len], t_max) if self.static else None
+        dec = None
+        if self.static:
+            dec, cache = StaticDecoder(self.lm, cache, attn[:, :lp_len], t_max), None   # the buffer owns the KV now
         rows = torch.arange(n, device=dev)                                         # (A,) row of each cache row
         live = torch.ones(n, dtype=torch.bool, device=dev)                         # (A,) not yet finished
         tokens = torch.full((n, t_max), self.pad_id, dtype=torch.long, device=dev)
@@ -141,7 +143,10 @@ class TorchEngine:
                 break
             if self.drop_finished and int((~live).sum()) > self.compact_frac * live.numel():
                 keep = live.nonzero().squeeze(1)
-                dec.select(keep) if dec else cache.batch_select_indices(keep)
+                if dec:
+                    dec.select(keep)
+                else:
+                    cache.batch_select_indices(keep)
                 rows, tok, next_pos, attn, live = rows[keep], tok[keep], next_pos[keep], attn[keep], live[keep]
             if dec:
                 logits = dec.step(tok, next_pos, step).float()

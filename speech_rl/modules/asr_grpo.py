@@ -23,7 +23,7 @@ from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams
 from speech_rl.metrics import ASRErrorRates, TextNormalizer, word_errors
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
-from speech_rl.modules.rl_base import RLModule, decoder_layers, finite_mean
+from speech_rl.modules.rl_base import RLModule, decoder_layers, finite_mean, rollout_sampling_params
 
 LOSSES = ("grpo", "mwer")
 
@@ -56,9 +56,7 @@ class ASRGRPOModule(RLModule):
         self.normalizer = TextNormalizer()
         self.val_metric = ASRErrorRates(self.normalizer)
         self.group_size = int(algorithm["group_size"])
-        self.train_params = SamplingParams(max_new_tokens=int(rollout["max_new_tokens"]),
-                                           temperature=float(rollout.get("temperature", 1.0)),
-                                           top_p=float(rollout.get("top_p", 1.0)), top_k=int(rollout.get("top_k", 0)))
+        self.train_params = rollout_sampling_params(rollout)
         self.val_params = SamplingParams(max_new_tokens=int(rollout.get("val_max_new_tokens")
                                                             or rollout["max_new_tokens"]), temperature=0.0)
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from speech_rl.callbacks.phases import run_phase
-from speech_rl.engines import build_engine
+from speech_rl.engines import SamplingParams, build_engine
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,13 @@ def set_rng_state(st: dict[str, Any]) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def rollout_sampling_params(rollout: dict) -> SamplingParams:
+    """The training rollout's sampling from the ``rollout`` config group."""
+    return SamplingParams(max_new_tokens=int(rollout["max_new_tokens"]),
+                          temperature=float(rollout.get("temperature", 1.0)),
+                          top_p=float(rollout.get("top_p", 1.0)), top_k=int(rollout.get("top_k", 0)))
 
 
 def finite_mean(xs: list[float]) -> float:

@@ -19,9 +19,8 @@ from torch import nn
 from rewards import RewardSet
 from speech_rl.algorithms import group_advantages, grpo_loss
 from speech_rl.callbacks.phases import run_phase
-from speech_rl.engines import SamplingParams
 from speech_rl.models.llm import build_causal_lm, response_logprobs
-from speech_rl.modules.rl_base import RLModule, decoder_layers
+from speech_rl.modules.rl_base import RLModule, decoder_layers, rollout_sampling_params
 
 
 class TextGRPOModule(RLModule):
@@ -43,9 +42,7 @@ class TextGRPOModule(RLModule):
         self.reference = self._init_reference(self.policy) if float(algorithm.get("beta", 0.0)) > 0 else None
         self.rewards = RewardSet(reward.get("terms", {}), reward.get("plugins"))
         self.group_size = int(algorithm["group_size"])
-        self.train_params = SamplingParams(max_new_tokens=int(rollout["max_new_tokens"]),
-                                           temperature=float(rollout.get("temperature", 1.0)),
-                                           top_p=float(rollout.get("top_p", 1.0)), top_k=int(rollout.get("top_k", 0)))
+        self.train_params = rollout_sampling_params(rollout)
 
     # ---- RLModule hooks -----------------------------------------------------------------
     def create_engine(self) -> None:

@@ -7,27 +7,11 @@ import torch
 
 from speech_rl.engines import SamplingParams, available_engines, build_engine
 from speech_rl.engines.torch_engine import filter_logits
-from speech_rl.models import build_audio_llm
-from tests.conftest import TINY_MODEL
 
 ENGINES = [pytest.param("torch"),
            pytest.param("sglang", marks=[pytest.mark.gpu, pytest.mark.skipif(
                not torch.cuda.is_available() or importlib.util.find_spec("sglang") is None,
                reason="SGLang needs a CUDA GPU and the gpu extra")])]
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_audio_llm(**TINY_MODEL).eval()
-
-
-@pytest.fixture(scope="module")
-def prompts(model):
-    torch.manual_seed(1)
-    with torch.no_grad():
-        frames, lens = model.encode(torch.randn(3, 120, 80), torch.tensor([120, 80, 50]))
-        return model(frames, lens)
 
 
 def make(name, model, seed=0):
