@@ -30,13 +30,14 @@ def test_two_process_training(trainer, corpus, tmp_path):
 
 
 @pytest.mark.timeout(900)
-def test_ddp_resume_reproduces_the_uninterrupted_run(corpus, tmp_path):
-    """Stop a 2-process DDP run at step 3, resume it to step 6: steps 3-5 log the same
+@pytest.mark.parametrize("trainer", ["ddp_cpu", "fsdp2_cpu"])
+def test_two_process_resume_reproduces_the_uninterrupted_run(trainer, corpus, tmp_path):
+    """Stop a 2-process DDP / FSDP2 run at step 3, resume it to step 6: steps 3-5 log the same
     values as a run that was never stopped (each rank resumes its own sampler and RNG;
     step 3 is also the first of a new epoch: 24 utterances, 2 ranks x batch 4)."""
     from tests.modules.test_resume import TAGS, by_step
 
-    args = ["experiment=asr_grpo_tiny", "trainer=ddp_cpu", "trainer.val_check_interval=1000",
+    args = ["experiment=asr_grpo_tiny", f"trainer={trainer}", "trainer.val_check_interval=1000",
             "callbacks.checkpoint.every_n_train_steps=3", "trainer.enable_progress_bar=false", "optim.lr=1e-3"]
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     run_cli("train", *args, "trainer.max_steps=6", f"hydra.run.dir={ref}", cwd=tmp_path, data_dir=corpus, timeout=400)
