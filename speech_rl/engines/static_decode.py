@@ -31,7 +31,8 @@ def unsupported_reason(lm: nn.Module) -> str | None:
         if not hasattr(model, attr):
             return f"{type(model).__name__} has no .{attr}"
     cfg = lm.config
-    if getattr(cfg, "use_sliding_window", False) or any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
+    layer_types = getattr(cfg, "layer_types", None) or []
+    if getattr(cfg, "use_sliding_window", False) or any(t != "full_attention" for t in layer_types):
         return "sliding-window attention"
     for layer in model.layers:
         attn = getattr(layer, "self_attn", None)

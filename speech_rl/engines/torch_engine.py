@@ -80,7 +80,8 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, lm: nn.Module, eos_id: int, pad_id: int, seed: int = 0, device: str | torch.device = "cpu",
-                 drop_finished: bool = True, compact_frac: float = 0.125, decode: str = "auto", compile: bool = False, dtype: str | None = None):
+                 drop_finished: bool = True, compact_frac: float = 0.125, decode: str = "auto", compile: bool = False,
+                 dtype: str | None = None):
         if not 0 <= compact_frac <= 1:
             raise ValueError(f"compact_frac must be in [0, 1], got {compact_frac}")
         if decode not in ("auto", "static", "hf"):
@@ -130,7 +131,6 @@ class TorchEngine:
         live = torch.ones(n, dtype=torch.bool, device=dev)                         # (A,) not yet finished
         tokens = torch.full((n, t_max), self.pad_id, dtype=torch.long, device=dev)
         logprobs = torch.zeros(n, t_max, device=dev)
-        finished = torch.zeros(n, dtype=torch.bool, device=dev)
         for step in range(t_max):
             u = torch.rand(n, generator=self.generator, device=dev) if params.temperature > 0 else None
             tok, lp = self._sample(logits, params, None if u is None else u[rows])
@@ -138,7 +138,6 @@ class TorchEngine:
             tokens[rows[live], step] = tok[live]
             logprobs[rows[live], step] = lp[live]
             live = live & (tok != self.eos_id)
-            finished[rows[~live]] = True
             if step == t_max - 1 or not bool(live.any()):
                 break
             if self.drop_finished and int((~live).sum()) > self.compact_frac * live.numel():
@@ -147,7 +146,8 @@ class TorchEngine:
                     dec.select(keep)
                 else:
                     cache.batch_select_indices(keep)
-                rows, tok, next_pos, attn, live = rows[keep], tok[keep], next_pos[keep], attn[keep], live[keep]
+                    attn = attn[keep]
+                rows, tok, next_pos, live = rows[keep], tok[keep], next_pos[keep], live[keep]
             if dec:
                 logits = dec.step(tok, next_pos, step).float()
             else:
@@ -160,7 +160,7 @@ class TorchEngine:
         # a token belongs to the response if no EOS came strictly before it
         is_eos = tokens == self.eos_id
         resp_mask = ((torch.cumsum(is_eos.long(), 1) - is_eos.long()) == 0).float()
-        return Rollout(tokens.cpu(), (logprobs * resp_mask).cpu(), resp_mask.cpu(), finished.cpu(), g)
+        return Rollout(tokens.cpu(), (logprobs * resp_mask).cpu(), resp_mask.cpu(), is_eos.any(1).cpu(), g)
 
     def _sample(self, logits: torch.Tensor, p: SamplingParams,
                 u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,7 +48,6 @@ def response_logprobs(llm: nn.Module, prompt: torch.Tensor, prompt_mask: torch.T
     if n % b:
         raise ValueError(f"{n} responses do not split into groups over {b} prompts")
     g = n // b
-    pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)
     if g == 1:
         emb = llm.get_input_embeddings()(resp_ids)
         inputs = torch.cat([prompt, emb.to(prompt.dtype)], dim=1)
@@ -56,8 +55,8 @@ def response_logprobs(llm: nn.Module, prompt: torch.Tensor, prompt_mask: torch.T
         logits = llm(inputs_embeds=inputs, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                      use_cache=False, logits_to_keep=t + 1).logits[:, :t]                  # (N, T, V)
     else:
-        pre = llm(inputs_embeds=prompt, attention_mask=prompt_mask, position_ids=pos, use_cache=True,
-                  logits_to_keep=1)
+        pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+        pre = llm(inputs_embeds=prompt, attention_mask=prompt_mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         logits = pre.logits.repeat_interleave(g, 0)                                       # (N, 1, V): token 0
         if t > 1:
             cache = pre.past_key_values
