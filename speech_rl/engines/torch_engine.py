@@ -38,7 +38,8 @@ def sample_inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     1
     """
     cdf = probs.cumsum(-1)
-    tok = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+    tok = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    tok = tok.clamp_(max=probs.shape[-1] - 1)
     zero = probs.gather(1, tok[:, None]).squeeze(1) == 0          # rounding landed past the last non-zero token
     if bool(zero.any()):
         last = probs.shape[-1] - 1 - (probs[zero].flip(-1) > 0).int().argmax(-1)
@@ -122,11 +123,13 @@ class TorchEngine:
         if g > 1:
             cache.batch_repeat_interleave(g)
         logits = out.logits[:, -1].float().repeat_interleave(g, 0)                # (A, V), A rows decoding
-        attn = torch.cat([mask.repeat_interleave(g, 0), mask.new_ones(n, t_max)], 1)   # (A, Lp + T), sliced
         next_pos = mask.sum(1).repeat_interleave(g, 0)                             # (A,)
-        dec = None
+        dec = attn = None
         if self.static:
-            dec, cache = StaticDecoder(self.lm, cache, attn[:, :lp_len], t_max), None   # the buffer owns the KV now
+            dec = StaticDecoder(self.lm, cache, mask.repeat_interleave(g, 0), t_max)
+            cache = None                                                           # the buffer owns the KV now
+        else:
+            attn = torch.cat([mask.repeat_interleave(g, 0), mask.new_ones(n, t_max)], 1)   # (A, Lp + T), sliced
         rows = torch.arange(n, device=dev)                                         # (A,) row of each cache row
         live = torch.ones(n, dtype=torch.bool, device=dev)                         # (A,) not yet finished
         tokens = torch.full((n, t_max), self.pad_id, dtype=torch.long, device=dev)
