@@ -157,17 +157,10 @@ class ASRGRPOModule(RLModule):
             for _ in range(int(self.hparams.algorithm.get("ppo_epochs", 1))):
                 metrics.update(self.guarded_step(self.policy_losses(frames, frame_lens, rollout, adv, fields, metrics)))
         self.sync_engine()
-        lengths = rollout.lengths.float()
-        log = {"train/reward/mean": rewards.total.mean().item(), "train/reward/std": rewards.total.std().item(),
-               "train/response_len": lengths.mean().item(),
-               "train/truncated_frac": (~rollout.finished).float().mean().item(),
-               "train/hallucination_rate": fields["hallucination_rate"],
-               "train/gate_rate": rewards.gated.float().mean().item(),
-               "train/zero_std_frac": fields["adv_zero_std_frac"],
-               "train/audio_seconds": float(sum(batch.durations))}
-        log.update({f"train/reward/{k}": v for k, v in rewards.means().items()})
-        log.update({f"train/{k}": v for k, v in metrics.items()})
-        log = self.mean_over_ranks(log)
+        log = self.step_log(rewards, rollout, fields["adv_zero_std_frac"], metrics,
+                            hallucination_rate=fields["hallucination_rate"],
+                            gate_rate=rewards.gated.float().mean().item(),
+                            audio_seconds=float(sum(batch.durations)))
         self.log_dict(log, on_step=True, on_epoch=False, prog_bar=False, batch_size=len(batch))
         self.log("reward", log["train/reward/mean"], prog_bar=True, logger=False, batch_size=len(batch))
 

@@ -148,6 +148,19 @@ class RLModule(L.LightningModule):
         mean = torch.where(both[1] > 0, mean, torch.full_like(mean, float("nan")))
         return dict(zip(keys, mean.tolist()))
 
+    def step_log(self, rewards, rollout, zero_std_frac: float, metrics: dict[str, float],
+                 **extra: float) -> dict[str, float]:
+        """The ``train/`` scalars of one RL step (rewards, response lengths, optimiser
+        ``metrics``, module-specific ``extra``), averaged over ranks."""
+        log = {"train/reward/mean": rewards.total.mean().item(), "train/reward/std": rewards.total.std().item(),
+               "train/response_len": rollout.lengths.float().mean().item(),
+               "train/truncated_frac": (~rollout.finished).float().mean().item(),
+               "train/zero_std_frac": float(zero_std_frac),
+               **{f"train/{k}": v for k, v in extra.items()}}
+        log.update({f"train/reward/{k}": v for k, v in rewards.means().items()})
+        log.update({f"train/{k}": v for k, v in metrics.items()})
+        return self.mean_over_ranks(log)
+
     # ---- engine sync -----------------------------------------------------------------
     def sync_engine(self) -> None:
         """Push the policy LM's full weights to the rollout engine (on-policy)."""

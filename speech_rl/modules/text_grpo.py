@@ -116,10 +116,5 @@ class TextGRPOModule(RLModule):
             metrics = self.guarded_step(losses())
         metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
         self.sync_engine()
-        log = {"train/reward/mean": out.total.mean().item(), "train/reward/std": out.total.std().item(),
-               "train/response_len": rollout.lengths.float().mean().item(),
-               "train/truncated_frac": (~rollout.finished).float().mean().item(),
-               "train/zero_std_frac": float(adv_m["zero_std_frac"])}
-        log.update({f"train/reward/{k}": v for k, v in out.means().items()})
-        log.update({f"train/{k}": v for k, v in metrics.items()})
-        self.log_dict(self.mean_over_ranks(log), on_step=True, on_epoch=False, batch_size=len(batch))
+        log = self.step_log(out, rollout, adv_m["zero_std_frac"], metrics)
+        self.log_dict(log, on_step=True, on_epoch=False, batch_size=len(batch))
