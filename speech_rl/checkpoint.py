@@ -18,22 +18,28 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 log = logging.getLogger(__name__)
 
 
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the target's folder, fsync, rename over the target:
+    a crash leaves either the old file or the new one, never a partial one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning CheckpointIO: temp file + fsync + rename."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            with tmp.open("wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_torch_save(checkpoint, path)
 
 
 def checkpoint_problem(path: Path) -> str | None:

@@ -106,9 +106,20 @@ def _data(argv: list[str]) -> int:
     sel.add_argument("--loop-repeats", type=int, default=3)
     sel.add_argument("--long-seconds", type=float, default=20.0)
     sel.add_argument("--min-keywords", type=int, default=2)
+    tk = sub.add_parser("tokenize", help="acoustic tokens for TTS: fit a k-means speech tokenizer (or load one) "
+                        "and write <manifest>.tokens.jsonl beside each manifest")
+    tk.add_argument("manifests", nargs="+")
+    tk.add_argument("--tokenizer", required=True, help="tokenizer file: read it, or with --fit write it")
+    tk.add_argument("--fit", action="store_true", help="fit the codebook on the first manifest first")
+    tk.add_argument("--codebook-size", type=int, default=256)
+    tk.add_argument("--stack", type=int, default=4, help="log-mel frames (100 Hz) per token: 4 -> 25 Hz")
+    tk.add_argument("--fit-utts", type=int, default=2000)
+    tk.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.cmd == "select":
         return _select(a)
+    if a.cmd == "tokenize":
+        return _tokenize(a)
     from speech_rl.data.synth import synth_corpus
 
     if a.preset:
@@ -121,6 +132,22 @@ def _data(argv: list[str]) -> int:
         splits = {k: v for k, v in (("train", a.train), ("val", a.val), ("test", a.test)) if v > 0}
     for split, path in synth_corpus(a.out_dir, splits, seed=a.seed).items():
         print(f"{split}: {path}")
+    return 0
+
+
+def _tokenize(a) -> int:
+    from speech_rl.tts.speech_tokenizer import SpeechTokenizer
+    from speech_rl.tts.tokenize import fit_tokenizer, tokenize_manifest
+
+    if a.fit:
+        tok, inertia = fit_tokenizer([a.manifests[0]], a.codebook_size, a.stack, a.fit_utts, a.seed)
+        tok.save(a.tokenizer)
+        print(f"tokenizer: {a.tokenizer} ({a.codebook_size} tokens at {tok.frame_rate:g} Hz, "
+              f"mean sq. distance {inertia:.3f})")
+    else:
+        tok = SpeechTokenizer.load(a.tokenizer)
+    for m in a.manifests:
+        print(f"{m}: {tokenize_manifest(m, tok)}")
     return 0
 
 

@@ -110,12 +110,19 @@ class SplitSpec:
 
 
 def synth_long(tts, rng: random.Random, cfg: SynthConfig, spec: SplitSpec) -> tuple[np.ndarray, str, str, list[str]]:
-    """Sentences by one voice with 0.3-0.8 s pauses, from ``spec.min_seconds`` up to
-    ``spec.max_seconds``: (samples, voice, text, keywords)."""
+    """Sentences by one voice with 0.3-0.8 s pauses: (samples, voice, text, keywords).
+
+    Each utterance draws a target length uniformly from [``spec.min_seconds``,
+    ``spec.max_seconds``] and adds sentences until it reaches the target, never passing
+    ``max_seconds`` (a single sentence longer than that is kept), so lengths spread over
+    the whole range instead of bunching just above the minimum."""
+    if not 0 < spec.min_seconds <= spec.max_seconds:
+        raise ValueError(f"long split: need 0 < min_seconds <= max_seconds, got {spec.min_seconds}, {spec.max_seconds}")
     voice = rng.choice(cfg.voices)
+    target = rng.uniform(spec.min_seconds, spec.max_seconds)
     one = SynthConfig(cfg.sample_rate, (voice,), cfg.rate_range, cfg.pitch_range, (0.0, 0.0), None)
     parts, texts, kws, dur = [], [], [], 0.0
-    while dur < spec.min_seconds:
+    while dur < target:
         text, k = make_sentence(rng)
         wav, _ = synth_utterance(tts, text, rng, one)
         pause = np.zeros(int(rng.uniform(0.3, 0.8) * cfg.sample_rate), np.float32)

@@ -57,3 +57,14 @@ def test_synth_is_deterministic_and_follows_the_contract(tmp_path):
     wav, sr = sf.read(utts[0].audio)
     assert sr == 16000 and 1.0 < len(wav) / sr < 8.0 and np.abs(wav).max() > 0.05
     assert utts[0].speaker and utts[0].keywords
+
+
+def test_long_split_lengths_spread_over_the_requested_range(tmp_path):
+    # each long utterance draws its own target in [min, max]; earlier they all stopped just past min
+    spec = {"kind": "long", "n": 12, "min_seconds": 4.0, "max_seconds": 12.0}
+    rows = [json.loads(x) for x in synth_corpus(tmp_path, {"lg": spec}, seed=1)["lg"].read_text().splitlines()]
+    durs = sorted(r["duration"] for r in rows)
+    assert all(3.5 < d < 12.5 for d in durs), durs           # 0.2 s tail pad on top of the sentences
+    assert durs[-1] - durs[0] > 3.0 and sum(d > 8.0 for d in durs) >= 3, durs
+    with pytest.raises(ValueError, match="min_seconds <= max_seconds"):
+        synth_corpus(tmp_path / "bad", {"lg": {"kind": "long", "n": 1, "min_seconds": 9.0, "max_seconds": 5.0}})

@@ -1,0 +1,137 @@
+"""Speech tokenizer: audio -> discrete acoustic tokens at a fixed frame rate.
+
+Log-mel frames (100 Hz) are normalised per utterance (mean removed, which takes away
+much of the channel and some of the speaker colour), stacked ``stack`` at a time (4 ->
+25 Hz) and assigned to the nearest of ``K`` k-means centroids. The centroids are fitted
+on a corpus by ``fit`` (k-means++ initialisation, Lloyd iterations, seeded).
+
+k-means is written in torch here (about 30 lines): it runs on the features' device and
+keeps scikit-learn out of the dependencies for one algorithm.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from speech_rl.data.features import LogMel
+
+
+def kmeans_pp_init(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding. x (N, D) -> centroids (k, D)."""
+    n = x.shape[0]
+    idx = [int(torch.randint(n, (1,), generator=gen))]
+    d2 = ((x - x[idx[0]]) ** 2).sum(-1)
+    for _ in range(1, k):
+        p = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1.0 / n)
+        i = int(torch.multinomial(p, 1, generator=gen))
+        idx.append(i)
+        d2 = torch.minimum(d2, ((x - x[i]) ** 2).sum(-1))
+    return x[idx].clone()
+
+
+def assign(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centroid. x (N, D), centroids (K, D) -> (ids (N,) long, squared distances (N,))."""
+    ids, dist = [], []
+    c2 = (centroids ** 2).sum(-1)
+    for s in range(0, x.shape[0], chunk):
+        xb = x[s:s + chunk]
+        d = (xb ** 2).sum(-1, keepdim=True) - 2 * xb @ centroids.T + c2       # (n, K)
+        m, i = d.min(-1)
+        ids.append(i)
+        dist.append(m.clamp_min(0))
+    return torch.cat(ids), torch.cat(dist)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0, tol: float = 1e-4) -> tuple[torch.Tensor, float]:
+    """Lloyd's k-means. x (N, D) float -> (centroids (k, D), mean squared distance).
+
+    An empty cluster is re-seeded with the point farthest from its centroid, so all k
+    centroids stay in use."""
+    if x.dim() != 2 or x.shape[0] < k:
+        raise ValueError(f"kmeans needs (N, D) with N >= k={k}, got {tuple(x.shape)}")
+    gen = torch.Generator().manual_seed(seed)
+    c = kmeans_pp_init(x, k, gen)
+    prev = float("inf")
+    for _ in range(iters):
+        ids, d = assign(x, c)
+        sums = torch.zeros_like(c).index_add_(0, ids, x)
+        counts = torch.bincount(ids, minlength=k).to(x.dtype)
+        c = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], c)
+        for j in torch.nonzero(counts == 0).flatten().tolist():
+            far = int(d.argmax())
+            c[j], d[far] = x[far], 0.0
+        inertia = float(d.mean())
+        if prev - inertia <= tol * max(prev, 1e-12):
+            break
+        prev = inertia
+    return c, float(assign(x, c)[1].mean())
+
+
+class SpeechTokenizer(nn.Module):
+    """waveform (n,) at ``sample_rate`` -> token ids (T,) long at ``frame_rate`` Hz,
+    ``T = (n // hop + 1) // stack`` (a last partial stack is dropped).
+
+    >>> tok = SpeechTokenizer(codebook_size=4)
+    >>> tok.frame_rate
+    25.0
+    """
+
+    def __init__(self, codebook_size: int = 256, stack: int = 4, sample_rate: int = 16000, n_mels: int = 80,
+                 hop_length: int = 160):
+        super().__init__()
+        self.codebook_size, self.stack, self.sample_rate = codebook_size, stack, sample_rate
+        self.mel = LogMel(sample_rate=sample_rate, hop_length=hop_length, n_mels=n_mels)
+        self.register_buffer("centroids", torch.zeros(codebook_size, stack * n_mels))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.mel.hop_length / self.stack
+
+    def frames(self, wav: torch.Tensor) -> torch.Tensor:
+        """waveform (n,) -> stacked, mean-normalised log-mel (T, stack * n_mels)."""
+        if wav.dim() != 1 or wav.numel() < self.mel.n_fft:
+            raise ValueError(f"SpeechTokenizer wants a mono waveform of >= {self.mel.n_fft} samples, "
+                             f"got shape {tuple(wav.shape)}")
+        m = self.mel(wav.float())
+        m = m - m.mean(0, keepdim=True)
+        t = m.shape[0] // self.stack
+        return m[: t * self.stack].reshape(t, -1)
+
+    def fit(self, wavs: list[torch.Tensor], iters: int = 30, seed: int = 0, max_frames: int = 200_000) -> float:
+        """Fit the codebook on waveforms; returns the final mean squared distance.
+        At most ``max_frames`` stacked frames (a seeded random subset) are clustered."""
+        x = torch.cat([self.frames(w) for w in wavs])
+        if x.shape[0] > max_frames:
+            x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_frames]]
+        c, inertia = kmeans(x, self.codebook_size, iters=iters, seed=seed)
+        self.centroids.copy_(c)
+        self.fitted.fill_(True)
+        return inertia
+
+    @torch.no_grad()
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        if not bool(self.fitted):
+            raise RuntimeError("SpeechTokenizer has no codebook yet: call fit(...) or load(...) first")
+        return assign(self.frames(wav), self.centroids)[0]
+
+    def config(self) -> dict:
+        return {"codebook_size": self.codebook_size, "stack": self.stack, "sample_rate": self.sample_rate,
+                "n_mels": self.mel.n_mels, "hop_length": self.mel.hop_length}
+
+    def save(self, path: str | Path) -> None:
+        from speech_rl.checkpoint import atomic_torch_save
+
+        atomic_torch_save({"config": self.config(), "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SpeechTokenizer":
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"speech tokenizer {p} does not exist (fit one with `speech-rl data tokenize --fit`)")
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+        tok = cls(**blob["config"])
+        tok.load_state_dict(blob["state_dict"])
+        return tok

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from speech_rl.tts.speech_tokenizer import SpeechTokenizer, assign, kmeans
+
+
+def test_kmeans_recovers_separated_blobs():
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(50, 2, generator=gen) for c in centers])
+    c, inertia = kmeans(x, 3, seed=1)
+    # each true centre has one fitted centroid within 0.1, and the within-cluster spread is ~2 * 0.1^2
+    assert torch.cdist(centers, c).min(1).values.max() < 0.1
+    assert inertia == pytest.approx(0.02, abs=0.01)
+    ids, _ = assign(x, c)
+    assert all(len(set(ids[i * 50:(i + 1) * 50].tolist())) == 1 for i in range(3))
+
+
+def test_kmeans_keeps_every_centroid_in_use_and_rejects_too_few_points():
+    x = torch.cat([torch.zeros(20, 2), torch.ones(3, 2)])       # 2 distinct points, k=4: duplicates re-seeded
+    c, _ = kmeans(torch.cat([x, torch.randn(8, 2, generator=torch.Generator().manual_seed(0))]), 4)
+    assert c.shape == (4, 2) and torch.isfinite(c).all()
+    with pytest.raises(ValueError, match="N >= k=8"):
+        kmeans(torch.zeros(5, 2), 8)
+
+
+def _tone(freq, seconds=1.0, sr=16000):
+    t = torch.arange(int(seconds * sr)) / sr
+    return 0.5 * torch.sin(2 * torch.pi * freq * t)
+
+
+def test_tokenizer_rate_determinism_and_roundtrip(tmp_path):
+    # two-tone utterances: frames are mean-normalised per utterance, so only what changes within
+    # an utterance can be told apart (a steady tone alone normalises to silence)
+    pairs = [(200, 800), (400, 1600), (800, 3200), (300, 2400), (1600, 500)]
+    wavs = [torch.cat([_tone(f, 0.5), _tone(g, 0.5)]) + 0.01 * torch.randn(16000, generator=torch.Generator().manual_seed(i))
+            for i, (f, g) in enumerate(pairs)]
+    a, b = SpeechTokenizer(codebook_size=8), SpeechTokenizer(codebook_size=8)
+    a.fit(wavs, seed=3)
+    b.fit(wavs, seed=3)
+    assert torch.equal(a.centroids, b.centroids)
+    ids = a(wavs[0])
+    assert ids.dtype == torch.long and ids.shape == ((16000 // 160 + 1) // 4,) and a.frame_rate == 25.0
+    for w in wavs:                        # 25 tokens: 12 for the first tone, 13 for the second
+        t = a(w)
+        assert int(t[2:10].mode().values) != int(t[15:23].mode().values), t
+    a.save(tmp_path / "tok.pt")
+    c = SpeechTokenizer.load(tmp_path / "tok.pt")
+    assert torch.equal(c(wavs[2]), a(wavs[2]))
+
+
+def test_tokenizer_errors_name_the_problem(tmp_path):
+    tok = SpeechTokenizer(codebook_size=4)
+    with pytest.raises(RuntimeError, match="no codebook yet"):
+        tok(_tone(300))
+    with pytest.raises(ValueError, match="mono waveform"):
+        tok.frames(torch.zeros(2, 16000))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SpeechTokenizer.load(tmp_path / "missing.pt")
+
+
+def test_tokenize_cli_writes_tokens_beside_the_manifest(tmp_path):
+    from speech_rl.cli import main
+    from speech_rl.data.synth import synth_corpus
+    from speech_rl.tts.tokenize import read_tokens, tokens_path
+
+    man = synth_corpus(tmp_path / "c", {"train": 6, "val": 2}, seed=0)
+    tok = tmp_path / "tok.pt"
+    assert main(["data", "tokenize", str(man["train"]), str(man["val"]), "--tokenizer", str(tok), "--fit",
+                 "--codebook-size", "16"]) == 0
+    toks = read_tokens(tokens_path(man["train"]))
+    rows = [json.loads(x) for x in man["train"].read_text().splitlines()]
+    assert list(toks) == [r["id"] for r in rows]
+    for r in rows:                        # 25 tokens a second, all in the codebook
+        assert abs(len(toks[r["id"]]) - 25 * r["duration"]) <= 1 and max(toks[r["id"]]) < 16
+    assert len(read_tokens(tokens_path(man["val"]))) == 2
+    # reuse the fitted tokenizer: same tokens again
+    assert main(["data", "tokenize", str(man["train"]), "--tokenizer", str(tok)]) == 0
+    assert read_tokens(tokens_path(man["train"])) == toks
+    bad = tmp_path / "bad.tokens.jsonl"
+    bad.write_text('{"id": "a", "tokens": [1, -2]}\n')
+    with pytest.raises(ValueError, match="bad.tokens.jsonl:1: not a token row"):
+        read_tokens(bad)
