@@ -105,7 +105,13 @@ class ASRDataModule(L.LightningDataModule):
                 utts.append(x)
         if repeated:
             log.info("%d utterances listed in more than one of %s were kept once", repeated, paths)
-        return ManifestDataset(utts, h.sample_rate, h.n_mels)
+        return self.make_dataset(utts, paths)
+
+    def make_dataset(self, utts: list[Utterance], paths: str | list[str]) -> Dataset:
+        """The Dataset over the kept utterances of ``paths`` (subclasses add fields)."""
+        return ManifestDataset(utts, self.hparams.sample_rate, self.hparams.n_mels)
+
+    collate = staticmethod(collate_asr)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
@@ -127,7 +133,7 @@ class ASRDataModule(L.LightningDataModule):
         if len(sampler) == 0:
             raise ValueError(f"{len(self.train_set)} training utterances give no batch of {h.batch_size} "
                              f"on each of {sampler.world} processes")
-        return ResumableDataLoader(self.train_set, sampler, collate_fn=collate_asr, num_workers=h.num_workers,
+        return ResumableDataLoader(self.train_set, sampler, collate_fn=self.collate, num_workers=h.num_workers,
                                    persistent_workers=h.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -137,4 +143,4 @@ class ASRDataModule(L.LightningDataModule):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             sampler = DistributedSampler(self.val_set, shuffle=False, drop_last=False)
         return DataLoader(self.val_set, batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
-                          sampler=sampler, shuffle=False, collate_fn=collate_asr, num_workers=self.hparams.num_workers)
+                          sampler=sampler, shuffle=False, collate_fn=self.collate, num_workers=self.hparams.num_workers)

@@ -20,15 +20,21 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
-TASKS = ("asr_grpo", "asr_sft")
+TASKS = ("asr_grpo", "asr_sft", "tts_sft")
 
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
     """The module for ``cfg.task`` (plain containers go into its hparams, so a checkpoint
-    rebuilds itself): ``asr_grpo`` (RL: GRPO / MWER) or ``asr_sft`` (supervised base)."""
+    rebuilds itself): ``asr_grpo`` (RL: GRPO / MWER), ``asr_sft`` (supervised ASR base) or
+    ``tts_sft`` (supervised TTS system)."""
     task = cfg.get("task", "asr_grpo")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
+    if task == "tts_sft":
+        from speech_rl.modules.tts_sft import TTSSFTModule
+
+        return TTSSFTModule(model=_plain(cfg.model), optim=_plain(cfg.optim), seed=int(cfg.seed),
+                            **_plain(cfg.get("sft") or {}))
     if task == "asr_sft":
         return ASRSFTModule(model=_plain(cfg.model), optim=_plain(cfg.optim), seed=int(cfg.seed),
                             **_plain(cfg.get("sft") or {}))

@@ -8,6 +8,8 @@ same torch engine RL uses. The AudioLLM lives at ``self.policy`` so that RL's
 """
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from torch import nn
@@ -84,17 +86,22 @@ class ASRSFTModule(L.LightningModule):
         self.log_dict({f"val/{k}": float(v) for k, v in res.items()}, sync_dist=True)
 
     def configure_optimizers(self):
-        o = self.hparams.optim
-        opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], weight_decay=o.get("weight_decay", 0.0),
-                                betas=tuple(o.get("betas", (0.9, 0.98))))
-        warm, total = int(o.get("warmup_steps", 0)), int(o.get("total_steps", 0))
+        return adamw_warmup_cosine(self.parameters(), self.hparams.optim)
 
-        def lr_at(step: int) -> float:
-            w = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
-            if total > warm > 0 or total > 0:                               # cosine to 10 % after warm-up
-                frac = min(1.0, max(0.0, (step - warm) / max(1, total - warm)))
-                return w * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(frac * 3.14159265)).item()))
-            return w
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+def adamw_warmup_cosine(params, o: dict) -> dict:
+    """AdamW (lr, weight_decay, betas) with linear warm-up over ``warmup_steps`` and a
+    cosine decay to 10 % of lr at ``total_steps`` (constant after warm-up when 0)."""
+    opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o.get("weight_decay", 0.0),
+                            betas=tuple(o.get("betas", (0.9, 0.98))))
+    warm, total = int(o.get("warmup_steps", 0)), int(o.get("total_steps", 0))
+
+    def lr_at(step: int) -> float:
+        w = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+        if total > 0:                                                      # cosine to 10 % after warm-up
+            frac = min(1.0, max(0.0, (step - warm) / max(1, total - warm)))
+            return w * (0.1 + 0.9 * 0.5 * (1 + math.cos(frac * math.pi)))
+        return w
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

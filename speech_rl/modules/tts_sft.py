@@ -1,0 +1,74 @@
+"""Supervised training of the TTS system RL starts from (``experiment=tts_sft_base``).
+
+The three trainable parts have disjoint parameters and are trained side by side on the
+same batches (one pass over the audio for all three):
+
+  lm         cross-entropy of ``speech tokens + eos`` given ``[spk | text | sos]``
+  flow       conditional flow-matching loss of the log-mel given tokens and speaker
+  token_asr  CTC ``-log P(text | tokens)`` per character, on the tokenised corpus
+
+``loss = lm + flow + token_asr`` (each weight from ``loss_weights``). Validation adds
+the token ASR's WER on ground-truth tokens. The system lives at ``self.tts`` so that
+RL's ``model.init_from`` and ``speech-rl eval-tts`` read the checkpoint directly.
+"""
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from datamodules.tts import TTSBatch
+from speech_rl.metrics import ASRErrorRates, TextNormalizer
+from speech_rl.modules.asr_sft import adamw_warmup_cosine
+from speech_rl.tts.system import TTSSystem, build_tts_system
+
+
+class TTSSFTModule(L.LightningModule):
+    """Args: model (``build_tts_system`` kwargs), optim (see ``adamw_warmup_cosine``),
+    loss_weights ({lm, flow, token_asr})."""
+
+    def __init__(self, model: dict, optim: dict, loss_weights: dict | None = None, seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.tts: TTSSystem = build_tts_system(**model)
+        self.weights = {"lm": 1.0, "flow": 1.0, "token_asr": 1.0, **(loss_weights or {})}
+        unknown = set(self.weights) - {"lm", "flow", "token_asr"}
+        if unknown:
+            raise ValueError(f"loss_weights: unknown terms {sorted(unknown)} (known: lm, flow, token_asr)")
+        self.val_metric = ASRErrorRates(TextNormalizer())
+
+    def losses(self, batch: TTSBatch) -> dict[str, torch.Tensor]:
+        tts, dev = self.tts, self.device
+        toks = [batch.tokens[i, : int(n)].tolist() for i, n in enumerate(batch.token_lens)]
+        ids, mask = tts.lm.target_ids(toks, device=dev)
+        logp, _ = tts.lm(batch.texts, batch.speakers, ids, mask)
+        out = {"lm": -(logp * mask).sum() / mask.sum()}
+        spk = tts.lm.speaker_ids(batch.speakers, dev)
+        out["flow"] = tts.flow.loss(batch.mel, batch.tokens, batch.token_lens, spk)
+        chars = torch.tensor([max(len(tts.token_asr.tokenizer.encode(t)), 1) for t in batch.texts], device=dev)
+        nll = -tts.token_asr.log_p_text(batch.tokens, batch.token_lens, batch.texts)
+        ok = torch.isfinite(nll)                 # a text too long for its tokens cannot be aligned: left out
+        out["token_asr"] = (nll[ok] / chars[ok]).mean() if bool(ok.any()) else nll.new_zeros(())
+        out["loss"] = sum(self.weights[k] * out[k] for k in ("lm", "flow", "token_asr"))
+        return out
+
+    def training_step(self, batch: TTSBatch, batch_idx: int) -> torch.Tensor:
+        out = self.losses(batch)
+        self.log_dict({f"train/{k}": v.detach() for k, v in out.items()}, on_step=True, on_epoch=False,
+                      batch_size=len(batch))
+        return out["loss"]
+
+    @torch.no_grad()
+    def validation_step(self, batch: TTSBatch, batch_idx: int) -> None:
+        out = self.losses(batch)
+        self.log_dict({f"val/{k}": v for k, v in out.items()}, batch_size=len(batch), sync_dist=True)
+        hyps = self.tts.token_asr.transcribe(batch.tokens, batch.token_lens)
+        self.val_metric.update(batch.texts, hyps, None)
+
+    def on_validation_epoch_end(self) -> None:
+        res = self.val_metric.compute()
+        self.val_metric.reset()
+        self.log_dict({f"val/token_asr_{k}": float(v) for k, v in res.items() if k != "keyword_recall"},
+                      sync_dist=True)
+
+    def configure_optimizers(self):
+        return adamw_warmup_cosine(self.parameters(), self.hparams.optim)

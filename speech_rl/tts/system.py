@@ -1,0 +1,108 @@
+"""The TTS system: TTS LM + flow-matching decoder + vocoder + token ASR, built from config.
+
+    text, speaker --TTSLM--> acoustic tokens --FlowDecoder--> log-mel --vocoder--> waveform
+    acoustic tokens (hard, or straight-through one-hot) --TokenASR--> log P(text | tokens)
+
+One speaker list indexes both the LM's and the flow decoder's speaker embeddings.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from speech_rl.tts.flow import FlowDecoder
+from speech_rl.tts.lm import TTSLM
+from speech_rl.tts.token_asr import TokenASR
+from speech_rl.tts.vocoder import GriffinLimVocoder
+
+
+class TTSSystem(nn.Module):
+    def __init__(self, lm: TTSLM, flow: FlowDecoder, token_asr: TokenASR, vocoder: nn.Module,
+                 flow_steps: int = 10):
+        super().__init__()
+        self.lm, self.flow, self.token_asr, self.vocoder = lm, flow, token_asr, vocoder
+        self.flow_steps = flow_steps
+
+    @property
+    def speakers(self) -> list[str]:
+        return self.lm.speakers
+
+    @torch.no_grad()
+    def synthesise(self, token_lists: list[list[int]], speakers: list[str], n_steps: int | None = None,
+                   gen: torch.Generator | None = None) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Acoustic tokens -> (waveforms [(n_i,)], mel (B, Tm, M), mel_lens (B,)) through the
+        flow decoder (``n_steps`` Euler steps, default ``flow_steps``) and the vocoder.
+        An empty token list gives an empty waveform."""
+        dev = self.lm.sos.device
+        lens = torch.tensor([max(len(t), 1) for t in token_lists], device=dev)
+        toks = torch.zeros(len(token_lists), int(lens.max()), dtype=torch.long, device=dev)
+        for i, t in enumerate(token_lists):
+            if len(t):
+                toks[i, : len(t)] = torch.tensor(t, device=dev)
+        spk = self.lm.speaker_ids(speakers, dev)
+        mel, mel_lens = self.flow.sample(toks, lens, spk, n_steps or self.flow_steps, gen=gen)
+        hop = self.vocoder.hop_length
+        wavs = []
+        for i, t in enumerate(token_lists):
+            if not len(t):
+                wavs.append(torch.zeros(0, device=dev))
+                continue
+            wavs.append(self.vocoder(mel[i, : int(mel_lens[i])])[: (int(mel_lens[i]) - 1) * hop])
+        return wavs, mel, mel_lens
+
+
+def build_tts_system(tokenizer: Any, n_codes: int, speakers: list[str], lm: dict, flow: dict | None = None,
+                     token_asr: dict | None = None, vocoder: Any = None, flow_steps: int = 10,
+                     init_from: str | None = None) -> TTSSystem:
+    """From config: ``tokenizer`` a Hydra ``_target_`` dict (or object); ``lm`` the
+    ``build_causal_lm`` kwargs; ``flow`` / ``token_asr`` kwargs of FlowDecoder / TokenASR;
+    ``vocoder`` a ``_target_`` dict (default Griffin-Lim); ``init_from`` a speech-rl
+    checkpoint whose ``tts.*`` keys are this system."""
+    tok = instantiate(tokenizer) if isinstance(tokenizer, dict) or hasattr(tokenizer, "_target_") else tokenizer
+    voc = instantiate(vocoder) if isinstance(vocoder, dict) or hasattr(vocoder, "_target_") else (vocoder or GriffinLimVocoder())
+    system = TTSSystem(TTSLM(tok, n_codes, list(speakers), dict(lm)),
+                       FlowDecoder(n_codes, len(speakers), **dict(flow or {})),
+                       TokenASR(n_codes, tok, **dict(token_asr or {})), voc, flow_steps)
+    if init_from:
+        load_tts_weights(system, init_from)
+    return system
+
+
+def load_tts_weights(system: TTSSystem, path: str | Path) -> None:
+    """Weights from a speech-rl checkpoint (``tts.*`` keys) or a plain state dict; shape
+    mismatches and missing keys are named."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"init_from checkpoint {p} does not exist")
+    sd = torch.load(p, map_location="cpu", weights_only=False)
+    sd = sd.get("state_dict", sd)
+    if any(k.startswith("tts.") for k in sd):
+        sd = {k[len("tts."):]: v for k, v in sd.items() if k.startswith("tts.")}
+    own = system.state_dict()
+    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"checkpoint {p} was saved from a TTS system of another shape: " + "; ".join(bad[:5]))
+    missing, unexpected = system.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {p} does not match the TTS system: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+
+
+def load_tts_system(checkpoint: str | Path) -> TTSSystem:
+    """Rebuild the TTS system stored in a speech-rl checkpoint (from its hparams) and load
+    its weights; in eval mode."""
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    hp = torch.load(p, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    if "model" not in hp or "n_codes" not in hp["model"]:
+        raise ValueError(f"checkpoint {p} has no speech-rl TTS model hyper-parameters (hyper_parameters.model)")
+    system = build_tts_system(**dict(hp["model"], init_from=None))
+    load_tts_weights(system, p)
+    return system.eval()
