@@ -39,3 +39,25 @@ def pad_features(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
     for i, f in enumerate(feats):
         out[i, : f.shape[0]] = f
     return out, lengths
+
+
+def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, freq_masks: int = 2, freq_width: int = 15,
+                 time_masks: int = 2, time_width: float = 0.05, gen: torch.Generator | None = None) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019) without time warping: per utterance, ``freq_masks``
+    bands of up to ``freq_width`` mel bins and ``time_masks`` spans of up to
+    ``time_width`` x its length are set to 0. feats (B, T, F), lengths (B,) -> (B, T, F)."""
+    b, t, f = feats.shape
+    keep = torch.ones(b, t, f, dtype=torch.bool, device=feats.device)
+    bins = torch.arange(f, device=feats.device)
+    frames = torch.arange(t, device=feats.device)
+    for i in range(b):
+        n = int(lengths[i])
+        for _ in range(freq_masks):
+            w = int(torch.randint(0, freq_width + 1, (1,), generator=gen))
+            s = int(torch.randint(0, max(1, f - w), (1,), generator=gen))
+            keep[i] &= ~((bins >= s) & (bins < s + w))[None, :]
+        for _ in range(time_masks):
+            w = int(torch.randint(0, int(time_width * n) + 1, (1,), generator=gen))
+            s = int(torch.randint(0, max(1, n - w), (1,), generator=gen))
+            keep[i] &= ~((frames >= s) & (frames < s + w))[:, None]
+    return feats * keep

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from datamodules.asr import ASRBatch
+from speech_rl.data.features import spec_augment
 from speech_rl.engines import SamplingParams, TorchEngine
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
@@ -23,10 +24,11 @@ from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
 class ASRSFTModule(L.LightningModule):
     """Args: model (``build_audio_llm`` kwargs), optim (lr, weight_decay, betas,
     warmup_steps, grad_clip is the Trainer's ``gradient_clip_val``), ctc_weight,
-    label_smoothing, val_max_new_tokens."""
+    label_smoothing, val_max_new_tokens, spec_augment (``spec_augment`` kwargs, applied to
+    training batches only; null: off)."""
 
     def __init__(self, model: dict, optim: dict, ctc_weight: float = 0.3, label_smoothing: float = 0.0,
-                 val_max_new_tokens: int = 256, seed: int = 0):
+                 val_max_new_tokens: int = 256, spec_augment: dict | None = None, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.policy: AudioLLM = build_audio_llm(**model)
@@ -37,7 +39,10 @@ class ASRSFTModule(L.LightningModule):
         self.engine: TorchEngine | None = None
 
     def losses(self, batch: ASRBatch) -> dict[str, torch.Tensor]:
-        frames, lens = self.policy.encode(batch.feats, batch.feat_lens)
+        feats = batch.feats
+        if self.training and self.hparams.spec_augment:
+            feats = spec_augment(feats, batch.feat_lens, **self.hparams.spec_augment)
+        frames, lens = self.policy.encode(feats, batch.feat_lens)
         ids, mask = self.policy.target_ids(batch.texts, device=self.device)
         prompt, pmask = self.policy(frames, lens)
         llm = self.policy.llm

@@ -68,3 +68,20 @@ def test_long_split_lengths_spread_over_the_requested_range(tmp_path):
     assert durs[-1] - durs[0] > 3.0 and sum(d > 8.0 for d in durs) >= 3, durs
     with pytest.raises(ValueError, match="min_seconds <= max_seconds"):
         synth_corpus(tmp_path / "bad", {"lg": {"kind": "long", "n": 1, "min_seconds": 9.0, "max_seconds": 5.0}})
+
+
+def test_spec_augment_masks_bands_and_spans_within_bounds():
+    from speech_rl.data.features import spec_augment
+
+    x = torch.ones(3, 200, 80)
+    lens = torch.tensor([200, 100, 50])
+    y = spec_augment(x, lens, freq_masks=2, freq_width=10, time_masks=2, time_width=0.1,
+                     gen=torch.Generator().manual_seed(0))
+    assert torch.equal(y, spec_augment(x, lens, 2, 10, 2, 0.1, gen=torch.Generator().manual_seed(0)))
+    for i, n in enumerate(lens.tolist()):
+        dead_bins = (y[i, :n].sum(0) == 0).sum().item()          # bins masked over the whole utterance
+        dead_frames = torch.nonzero(y[i].sum(1) == 0).flatten()   # frames with every bin masked
+        assert dead_bins <= 2 * 10
+        assert len(dead_frames) <= 2 * int(0.1 * n) and all(f < n for f in dead_frames.tolist())
+    assert (y == 0).any() and (y == 1).any()
+    assert torch.equal(spec_augment(x, lens, 0, 10, 0, 0.1), x)
