@@ -20,16 +20,21 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
-TASKS = ("asr_grpo", "asr_sft", "tts_sft")
+TASKS = ("asr_grpo", "asr_sft", "tts_sft", "tts_rl")
 
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
     """The module for ``cfg.task`` (plain containers go into its hparams, so a checkpoint
     rebuilds itself): ``asr_grpo`` (RL: GRPO / MWER), ``asr_sft`` (supervised ASR base) or
-    ``tts_sft`` (supervised TTS system)."""
+    ``tts_sft`` (supervised TTS system) or ``tts_rl`` (TTS GRPO / DiffRO / combined)."""
     task = cfg.get("task", "asr_grpo")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
+    if task == "tts_rl":
+        from speech_rl.modules.tts_rl import TTSRLModule
+
+        return TTSRLModule(model=_plain(cfg.model), algorithm=_plain(cfg.algorithm), reward=_plain(cfg.reward),
+                           rollout=_plain(cfg.rollout), optim=_plain(cfg.optim), seed=int(cfg.seed))
     if task == "tts_sft":
         from speech_rl.modules.tts_sft import TTSSFTModule
 

@@ -27,7 +27,9 @@ def _compose(overrides, tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes(experiment, tmp_path):
     cfg = _compose([f"experiment={experiment}"], tmp_path)
-    assert cfg.algorithm.name in ("grpo", "mwer") and cfg.reward.terms
+    assert cfg.algorithm.name in ("grpo", "mwer", "diffro", "combined") and cfg.reward.terms
+    module = build_module(cfg) if experiment.startswith("tts") else None      # TTS builds need no data
+    assert module is None or type(module).__name__ in ("TTSSFTModule", "TTSRLModule")
 
 
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.endswith("_tiny")])
@@ -45,8 +47,14 @@ def test_cpu_experiment_builds_module_and_trainer(experiment, tmp_path, corpus):
 @pytest.mark.parametrize("group,option", [("reward", p.stem) for p in (CONFIGS / "reward").glob("*.yaml")]
                          + [("algorithm", p.stem) for p in (CONFIGS / "algorithm").glob("*.yaml")])
 def test_every_reward_and_algorithm_builds(group, option, tmp_path):
-    cfg = _compose([f"{group}={option}"], tmp_path)
+    tts = option.startswith("tts") or option in ("diffro", "combined")
+    cfg = _compose(["experiment=tts_rl"] * tts + [f"{group}={option}"], tmp_path)
     build_module(cfg)
+
+
+def test_asr_module_rejects_a_tts_algorithm(tmp_path):
+    with pytest.raises(ValueError, match="unknown algorithm 'diffro'"):
+        build_module(_compose(["algorithm=diffro"], tmp_path))
 
 
 @pytest.mark.parametrize("trainer", CPU_TRAINERS)

@@ -16,6 +16,16 @@ from torch.nn import functional as F
 from speech_rl.models.encoder import sinusoidal_positions
 
 
+def ctc_min_frames(ids: list[int]) -> int:
+    """Frames CTC needs for a label sequence: its length plus one blank between each pair
+    of equal neighbours.
+
+    >>> ctc_min_frames([5, 6, 6, 7])
+    5
+    """
+    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
+
+
 class TokenASR(nn.Module):
     """Args: n_codes (K), text_tokenizer (``encode``, ``vocab_size``, ``pad_id``, ``itos``),
     d_model, n_layers, n_heads, up (frames per token), dropout."""
@@ -59,9 +69,11 @@ class TokenASR(nn.Module):
         A text that cannot be aligned (too long for its frames) gets -inf."""
         logp, lens = self(tokens, lengths)
         tgt, tlens = self.targets(texts, logp.device)
+        # zero_infinity: an infeasible row gets loss 0 and gradient 0 (not NaN), then -inf here
         nll = F.ctc_loss(logp.transpose(0, 1).float(), tgt, lens, tlens, blank=self.blank, reduction="none",
-                         zero_infinity=False)
-        return -nll
+                         zero_infinity=True)
+        need = torch.tensor([ctc_min_frames(self.tokenizer.encode(t)) for t in texts], device=logp.device)
+        return torch.where(need <= lens, -nll, torch.full_like(nll, float("-inf")))
 
     @torch.no_grad()
     def transcribe(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:

@@ -126,3 +126,14 @@ class TestTokenASR:
             loss.backward()
             opt.step()
         assert asr.transcribe(x, lens) == words
+
+
+def test_token_asr_marks_unalignable_texts_without_nan_gradients():
+    torch.manual_seed(0)
+    asr = TokenASR(8, CharTokenizer(), d_model=32, n_layers=1, dropout=0.0, up=1)
+    x = torch.nn.functional.one_hot(torch.tensor([[1, 2, 3], [1, 2, 3]]), 8).float().requires_grad_()
+    # 3 frames: "abc" fits, "aab" needs a blank between the a's (4 frames) and cannot align
+    lp = asr.log_p_text(x, torch.tensor([3, 3]), ["abc", "aab"])
+    assert torch.isfinite(lp[0]) and lp[1] == float("-inf")
+    torch.where(torch.isfinite(lp), lp, torch.zeros_like(lp)).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[0].abs().sum() > 0 and x.grad[1].abs().sum() == 0

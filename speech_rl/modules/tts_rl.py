@@ -1,0 +1,238 @@
+"""RL post-training of the TTS LM: GRPO, DiffRO, or both through the sample filter.
+
+One step (phases timed by the PhaseTimer, the device handed over by DeviceHandoff):
+
+  rollout  [spk | text | sos] -> engine samples G acoustic-token sequences per text
+  flow     (when a reward needs audio) flow-matching decoder + vocoder -> waveforms
+  reward   recogniser transcribes each sample (the token ASR on its tokens, or a
+           speech-rl ASR checkpoint on its waveform) -> RewardSet (``wer`` = R1,
+           ``duration`` = R2, ``diversity`` = R3, any plugin) -> group advantages
+  policy   algorithm.name:
+             grpo      clipped surrogate + KL (eq. 2-4)
+             diffro    eq. 5-6: straight-through tokens -> token ASR -> -log P(text)
+                       per character (+ KL to the reference)
+             combined  GRPO on every sample + ``diffro_weight`` x DiffRO on the rows the
+                       sample filter keeps (A_i > 0 and stopped); ``sample_filter:
+                       false`` applies DiffRO to every row
+  sync     push the LM's weights to the engine
+
+Reward fields: ``text`` and ``ref`` (the input text), ``hyp`` (the recogniser's
+transcript), ``tokens`` (sampled codes, stop token excluded), ``group``, ``speaker``,
+and with audio ``audio`` / ``sample_rate``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from datamodules.tts import TTSBatch
+from rewards import RewardSet
+from speech_rl.algorithms import diffro_loss, group_advantages, grpo_loss, sample_filter, straight_through_tokens
+from speech_rl.callbacks.phases import run_phase
+from speech_rl.engines import SamplingParams
+from speech_rl.metrics import ASRErrorRates, TextNormalizer
+from speech_rl.modules.rl_base import RLModule, decoder_layers, rollout_sampling_params
+from speech_rl.tts.system import TTSSystem, build_tts_system
+
+ALGORITHMS = ("grpo", "diffro", "combined")
+
+
+class TTSRLModule(RLModule):
+    """Args:
+        model: ``build_tts_system`` kwargs (``init_from`` the supervised TTS checkpoint).
+        algorithm: name (grpo | diffro | combined), group_size, clip_eps, clip_eps_high,
+            beta, scale_advantages, sample_filter, diffro_weight, gumbel_tau,
+            hard_sample (rollout | gumbel), micro_batch_size.
+        reward: plugins, terms (as for ASR; ``wer`` reads the recogniser's ``hyp``).
+        rollout: engine, engine_kwargs, max_new_tokens, temperature, top_p, top_k,
+            val_max_new_tokens, needs_audio (synthesise waveforms for the rewards),
+            recognizer (``token`` or the path of a speech-rl ASR checkpoint, which then
+            transcribes the synthesised audio).
+        optim: lr, weight_decay, betas, grad_clip, warmup_steps.
+    """
+
+    def __init__(self, model: dict, algorithm: dict, reward: dict, rollout: dict, optim: dict, seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        if algorithm.get("name") not in ALGORITHMS:
+            raise ValueError(f"unknown TTS algorithm {algorithm.get('name')!r}; available: {', '.join(ALGORITHMS)}")
+        self.tts: TTSSystem = build_tts_system(**model)
+        for part in (self.tts.flow, self.tts.token_asr, self.tts.vocoder):      # only the LM learns
+            part.requires_grad_(False).eval()
+        self.reference = self._init_reference(self.tts.lm) if float(algorithm.get("beta", 0.0)) > 0 else None
+        self.rewards = RewardSet(reward.get("terms", {}), reward.get("plugins"))
+        self.group_size = int(algorithm["group_size"])
+        self.train_params = rollout_sampling_params(rollout)
+        self.val_params = SamplingParams(max_new_tokens=int(rollout.get("val_max_new_tokens", rollout["max_new_tokens"])),
+                                         temperature=float(rollout.get("temperature", 1.0)),
+                                         top_p=float(rollout.get("top_p", 1.0)), top_k=int(rollout.get("top_k", 0)))
+        rec = rollout.get("recognizer", "token")
+        self.waveform_asr = None
+        if rec != "token":
+            from speech_rl.evaluate import load_policy
+
+            self.waveform_asr = load_policy(rec).requires_grad_(False)
+        self.needs_audio = bool(rollout.get("needs_audio", False)) or self.waveform_asr is not None
+        self.val_metric = ASRErrorRates(TextNormalizer())
+        self._flow_gen = torch.Generator().manual_seed(int(seed))
+
+    def train(self, mode: bool = True) -> "TTSRLModule":
+        """Frozen parts (flow, vocoder, token ASR, reference, waveform ASR) stay in eval mode."""
+        super().train(mode)
+        for part in (self.tts.flow, self.tts.token_asr, self.tts.vocoder, self.reference, self.waveform_asr):
+            if part is not None:
+                part.eval()
+        return self
+
+    @property
+    def policy(self) -> nn.Module:
+        """The trainable part: the TTS LM (prompt tables + causal LM)."""
+        return self.tts.lm
+
+    # ---- RLModule hooks -----------------------------------------------------------------
+    def create_engine(self) -> None:
+        self._build_engine(self.tts.lm.llm, self.tts.lm.eos_id, self.tts.lm.pad_id)
+
+    def engine_source(self) -> nn.Module:
+        return self.tts.lm.llm
+
+    def fsdp_units(self) -> list[nn.Module]:
+        units = [*decoder_layers(self.tts.lm.llm), self.tts.lm]
+        if self.reference is not None:
+            units += [*decoder_layers(self.reference.llm), self.reference]
+        return units
+
+    def fsdp_replicated(self) -> list[nn.Module]:
+        return [self.tts.flow, self.tts.token_asr, self.tts.vocoder]
+
+    def handoff_components(self) -> dict[str, Any]:
+        return {"engine": self.engine, "reference": self.reference, "flow": [self.tts.flow, self.tts.vocoder],
+                "token_asr": self.tts.token_asr,
+                "reward_models": [fn for fn in self.rewards.fns.values() if isinstance(fn, nn.Module)]
+                + ([self.waveform_asr] if self.waveform_asr is not None else [])}
+
+    # ---- pieces of the step -------------------------------------------------------------
+    @staticmethod
+    def response_tokens(rollout) -> list[list[int]]:
+        """Sampled codes of each row, stop token and padding removed."""
+        n_resp = (rollout.mask.sum(1) - rollout.finished.float()).long()
+        return [row[: int(k)].tolist() for row, k in zip(rollout.tokens, n_resp)]
+
+    def recognise(self, tokens: list[list[int]], audio: list[torch.Tensor] | None) -> list[str]:
+        """Transcripts of the samples: the token ASR, or the waveform ASR on the audio."""
+        if self.waveform_asr is None:
+            lens = torch.tensor([max(len(t), 1) for t in tokens], device=self.device)
+            x = torch.zeros(len(tokens), int(lens.max()), dtype=torch.long, device=self.device)
+            for i, t in enumerate(tokens):
+                x[i, : len(t)] = torch.tensor(t, dtype=torch.long, device=self.device)
+            hyps = self.tts.token_asr.transcribe(x, lens)
+            return [h if t else "" for h, t in zip(hyps, tokens)]
+        from speech_rl.data.features import LogMel, pad_features
+        from speech_rl.engines import TorchEngine
+
+        asr = self.waveform_asr
+        if getattr(self, "_asr_engine", None) is None:
+            self._asr_engine = TorchEngine(asr.llm, asr.tokenizer.eos_id, asr.tokenizer.pad_id, device=self.device)
+            self._logmel = LogMel(n_mels=asr.encoder.n_mels).to(self.device)
+        feats = [self._logmel(a) if a.numel() >= 400 else torch.zeros(1, asr.encoder.n_mels, device=self.device)
+                 for a in audio]
+        x, lens = pad_features(feats)
+        return asr.transcribe(x, lens, self._asr_engine, SamplingParams(max_new_tokens=256, temperature=0.0))
+
+    def training_step(self, batch: TTSBatch, batch_idx: int) -> None:
+        g, a = self.group_size, self.hparams.algorithm
+        name = a["name"]
+        with run_phase(self, "rollout"), torch.no_grad():
+            prompt, pmask = self.tts.lm(batch.texts, batch.speakers)
+            rollout = self.engine.generate(prompt, pmask, g, self.train_params)
+        texts = [t for t in batch.texts for _ in range(g)]
+        speakers = [s for s in batch.speakers for _ in range(g)]
+        tokens = self.response_tokens(rollout)
+        audio = None
+        if self.needs_audio:
+            with run_phase(self, "flow"):
+                audio, _, _ = self.tts.synthesise(tokens, speakers, gen=self._flow_gen)
+        with run_phase(self, "reward"), torch.no_grad():
+            fields = {"text": texts, "ref": texts, "hyp": self.recognise(tokens, audio), "tokens": tokens,
+                      "group": [i // g for i in range(len(texts))], "speaker": speakers}
+            if audio is not None:
+                fields["audio"] = [w.cpu().numpy() for w in audio]
+                fields["sample_rate"] = [self.tts.vocoder.sample_rate] * len(texts)
+            out = self.rewards(**fields)
+            adv, adv_m = group_advantages(out.total, g, scale=bool(a.get("scale_advantages", True)))
+        ids, mask = rollout.tokens.to(self.device), rollout.mask.to(self.device)
+        adv, finished = adv.to(self.device), rollout.finished.to(self.device)
+        use_diffro = name in ("diffro", "combined")
+        if use_diffro:
+            keep = torch.ones_like(finished)
+            if a.get("sample_filter", True):
+                keep = sample_filter(finished, adv if name == "combined" else None)
+        temp = self.train_params.temperature or 1.0
+        n = ids.shape[0]
+        mb = int(a.get("micro_batch_size") or n)
+        mb = max(g, mb - mb % g)
+        acc: dict[str, list[float]] = {}
+        chars = torch.tensor([len(self.tts.lm.tokenizer.encode(t)) for t in texts], device=self.device)
+
+        def losses():
+            for start in range(0, n, mb):
+                sl = slice(start, start + mb)
+                bsl = slice(start // g, (start + mb) // g)
+                ref_logp = None
+                if self.reference is not None:
+                    with torch.no_grad():
+                        ref_logp, _ = self.reference(batch.texts[bsl], batch.speakers[bsl], ids[sl], mask[sl],
+                                                     group_size=g, temperature=temp)
+                if use_diffro:      # one teacher-forced pass gives both log-probs and the logits DiffRO needs
+                    logits = self.tts.lm.response_logits(texts[sl], speakers[sl], ids[sl]).float()
+                    logp = (logits / temp).log_softmax(-1).gather(-1, ids[sl, :, None])[..., 0] * mask[sl]
+                else:
+                    logp, _ = self.tts.lm(batch.texts[bsl], batch.speakers[bsl], ids[sl], mask[sl], group_size=g,
+                                          temperature=temp)
+                pg_adv = adv[sl] if name in ("grpo", "combined") else torch.zeros_like(adv[sl])
+                loss, m = grpo_loss(logp, logp.detach(), ref_logp, pg_adv, mask[sl],
+                                    clip_eps=float(a.get("clip_eps", 0.2)), beta=float(a.get("beta", 0.0)),
+                                    clip_eps_high=a.get("clip_eps_high"))
+                if use_diffro:
+                    st = straight_through_tokens(logits, ids[sl], self.tts.lm.n_codes, float(a.get("gumbel_tau", 1.0)),
+                                                 a.get("hard_sample", "rollout"))
+                    lens = torch.tensor([max(len(t), 1) for t in tokens[sl]], device=self.device)
+                    lp = self.tts.token_asr.log_p_text(st, lens, texts[sl])
+                    d_loss, dm = diffro_loss(lp, chars[sl], keep[sl] & (lens > 0))
+                    loss = loss + float(a.get("diffro_weight", 1.0)) * d_loss
+                    m = {**m, **dm}
+                for k, v in {**m, "loss": loss.detach()}.items():
+                    acc.setdefault(k, []).append(float(v))
+                yield loss * (ids[sl].shape[0] / n)
+
+        with run_phase(self, "policy"):
+            metrics = self.guarded_step(losses())
+        metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
+        self.sync_engine()
+        extra = {"finished_frac": float(finished.float().mean())}
+        if use_diffro:
+            extra["filter_keep_frac"] = float(keep.float().mean())
+        log = self.step_log(out, rollout, adv_m["zero_std_frac"], metrics, **extra)
+        self.log_dict(log, on_step=True, on_epoch=False, batch_size=len(batch))
+
+    # ---- validation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def validation_step(self, batch: TTSBatch, batch_idx: int) -> None:
+        with run_phase(self, "validate"):
+            prompt, pmask = self.tts.lm(batch.texts, batch.speakers)
+            ro = self.engine.generate(prompt, pmask, 1, self.val_params)
+            tokens = self.response_tokens(ro)
+            audio = self.tts.synthesise(tokens, batch.speakers, gen=torch.Generator().manual_seed(0))[0] \
+                if self.waveform_asr is not None else None
+            self.val_metric.update(batch.texts, self.recognise(tokens, audio), None)
+        ratio = torch.tensor([len(t) / max(int(n), 1) for t, n in zip(tokens, batch.token_lens)])
+        self.log("val/len_ratio", ratio.mean(), batch_size=len(batch), sync_dist=True)
+        self.log("val/finished_frac", ro.finished.float().mean(), batch_size=len(batch), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        res = self.val_metric.compute()
+        self.val_metric.reset()
+        self.log_dict({f"val/{k}": float(v) for k, v in res.items() if k != "keyword_recall"}, sync_dist=True)
