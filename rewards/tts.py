@@ -1,6 +1,8 @@
-"""TTS rewards for GRPO (PAPER.md: R2 duration, R3 diversity).
+"""TTS rewards for GRPO (PAPER.md: R2 duration, R3 diversity) and waveform quality rewards (MOS, speaker similarity).
 
-Fields a TTS reward may read (lists of length N, one entry per sample):
+Fields a TTS reward may read (lists of length N, one entry per sample; ``mos`` and
+``speaker_sim`` load models: DNSMOS ONNX from speechmos, Resemblyzer's encoder, both shipped
+in their wheels):
 ``tokens`` (the sampled acoustic tokens, without the stop token), ``group`` (which
 group of G samples the sample belongs to: rewards that compare within a group use it),
 ``audio`` (1-D float waveform, numpy or torch) and ``sample_rate`` (int), ``text``
@@ -89,4 +91,76 @@ class DiversityReward:
             for i, (a, sr) in enumerate(zip(audio, sample_rate)):
                 a = a.detach().cpu().numpy() if hasattr(a, "detach") else a
                 out[i] += self.f0_weight * normalised_f0_std(a, int(sr))
+        return out
+
+
+def _numpy_audio(a) -> np.ndarray:
+    a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+    return np.clip(a.astype(np.float32).reshape(-1), -1.0, 1.0)
+
+
+@register_reward("mos")
+class DNSMOSReward:
+    """Predicted MOS of each sample's waveform by DNSMOS (speechmos' bundled ONNX models,
+    no download): ``score`` one of ovrl_mos (default), sig_mos, bak_mos, p808_mos, on the
+    1-5 scale. Audio must be 16 kHz; a waveform shorter than ``min_seconds`` scores 1.0
+    (the bottom of the scale) instead of a guess."""
+
+    SCORES = ("ovrl_mos", "sig_mos", "bak_mos", "p808_mos")
+
+    def __init__(self, score: str = "ovrl_mos", min_seconds: float = 0.5):
+        if score not in self.SCORES:
+            raise ValueError(f"mos: score must be one of {self.SCORES}, got {score!r}")
+        try:
+            from speechmos import dnsmos
+        except ImportError as exc:                                  # pragma: no cover - depends on the install
+            raise ImportError("the mos reward needs speechmos, librosa and onnxruntime: pip install -e '.[eval]'") from exc
+        self.dnsmos, self.score, self.min_seconds = dnsmos, score, min_seconds
+
+    def __call__(self, audio: list, sample_rate: list, **_) -> list[float]:
+        out = []
+        for a, sr in zip(audio, sample_rate):
+            if int(sr) != 16000:
+                raise ValueError(f"mos: DNSMOS needs 16 kHz audio, got {sr} Hz")
+            x = _numpy_audio(a)
+            out.append(1.0 if len(x) < self.min_seconds * 16000 else
+                       float(self.dnsmos.run(x, 16000, return_df=False)[self.score]))
+        return out
+
+
+@register_reward("speaker_sim")
+class SpeakerSimReward:
+    """Cosine similarity of each sample's Resemblyzer embedding to its speaker's
+    reference: the mean embedding of up to ``per_speaker`` utterances of that speaker in
+    ``reference_manifest`` (the prompt speaker's voice). Reads ``audio``, ``sample_rate``,
+    ``speaker``; an empty waveform scores 0.0."""
+
+    def __init__(self, reference_manifest: str, per_speaker: int = 5):
+        try:
+            from resemblyzer import VoiceEncoder, preprocess_wav
+        except ImportError as exc:                                  # pragma: no cover - depends on the install
+            raise ImportError("the speaker_sim reward needs resemblyzer: pip install -e '.[eval]'") from exc
+        from speech_rl.data.manifest import read_manifest, utterance_audio
+
+        self.encoder, self.preprocess = VoiceEncoder(device="cpu", verbose=False), preprocess_wav
+        utts, _ = read_manifest(reference_manifest, on_bad_row="skip", check_audio="header")
+        by_spk: dict[str, list] = defaultdict(list)
+        for u in utts:
+            if u.speaker and len(by_spk[u.speaker]) < per_speaker:
+                by_spk[u.speaker].append(self.embed(utterance_audio(u, 16000), 16000))
+        if not by_spk:
+            raise ValueError(f"speaker_sim: {reference_manifest} has no utterances with a 'speaker'")
+        self.refs = {s: (lambda m: m / np.linalg.norm(m))(np.mean(v, 0)) for s, v in by_spk.items()}
+
+    def embed(self, audio, sr: int) -> np.ndarray:
+        """Unit-norm 256-d speaker embedding of a waveform."""
+        return self.encoder.embed_utterance(self.preprocess(_numpy_audio(audio), source_sr=int(sr)))
+
+    def __call__(self, audio: list, sample_rate: list, speaker: list, **_) -> list[float]:
+        out = []
+        for a, sr, s in zip(audio, sample_rate, speaker):
+            if s not in self.refs:
+                raise ValueError(f"speaker_sim: no reference for speaker {s!r}; known: {sorted(self.refs)}")
+            x = _numpy_audio(a)
+            out.append(0.0 if len(x) < int(sr) // 4 else float(self.embed(x, int(sr)) @ self.refs[s]))
         return out
