@@ -6,6 +6,8 @@
   speech-rl pipeline [--work DIR --scale X]   ASR: synth -> base -> RL data -> GRPO -> table
   speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr]
   speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
+  speech-rl data tokenize MANIFEST... --tokenizer TOK.pt [--fit --codebook-size K]   TTS acoustic tokens
+  speech-rl plot RUN... [--tags a,b --smooth 0.6 --out stability.png]   stability curves (Figure 3)
 
 ``lightning run`` (removed in Lightning 2.5.1) is replaced by ``speech-rl train``: the
 Trainer starts its own processes for ``trainer.devices>1``; for several nodes launch
@@ -81,6 +83,20 @@ def _report(argv: list[str]) -> int:
     if len(sets) != 2:
         raise ValueError(f"--sets needs two names (short,long), got {a.sets!r}")
     print(make_table([Path(r) for r in a.runs], Path(a.base) if a.base else None, sets))
+    return 0
+
+
+def _plot(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speech-rl plot", description="stability curves (PNG) from runs' TensorBoard "
+                                "files: one panel per tag, one line per run")
+    p.add_argument("runs", nargs="+", help="run folders, or label=folder")
+    p.add_argument("--tags", default="train/reward/mean,train/kl,val/wer", help="comma-separated scalar tags")
+    p.add_argument("--smooth", type=float, default=0.6, help="EMA weight in [0, 1) (TensorBoard's slider)")
+    p.add_argument("--out", default="stability.png")
+    a = p.parse_args(argv)
+    from speech_rl.plot import plot_runs
+
+    print(plot_runs(a.runs, [t for t in a.tags.split(",") if t], a.out, a.smooth))
     return 0
 
 
@@ -201,7 +217,8 @@ def _pipeline(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "data": _data, "report": _report, "pipeline": _pipeline}
+COMMANDS = {"train": _train, "eval": _eval, "data": _data, "report": _report, "pipeline": _pipeline,
+            "plot": _plot}
 
 
 def main(argv: list[str] | None = None) -> int:
