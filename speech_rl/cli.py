@@ -7,6 +7,7 @@
   speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr]
   speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
   speech-rl data tokenize MANIFEST... --tokenizer TOK.pt [--fit --codebook-size K]   TTS acoustic tokens
+  speech-rl eval-tts TEXTS.jsonl TTS.ckpt --asr ASR.ckpt [--reference M.jsonl --mos --wav-dir DIR --save F]
   speech-rl plot RUN... [--tags a,b --smooth 0.6 --out stability.png]   stability curves (Figure 3)
 
 ``lightning run`` (removed in Lightning 2.5.1) is replaced by ``speech-rl train``: the
@@ -67,6 +68,38 @@ def _eval(argv: list[str]) -> int:
         tmp.write_text(json.dumps(dict(res, manifest=str(a.manifest), checkpoint=str(a.checkpoint)), indent=2) + "\n")
         tmp.replace(save)
     print(json.dumps(res, indent=2) if a.json else format_table(a.manifest, res))
+    return 0
+
+
+def _eval_tts(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speech-rl eval-tts", description="synthesise a text list with a TTS "
+                                "checkpoint; WER by a speech-rl ASR checkpoint (not the reward model), speaker "
+                                "similarity, DNSMOS, duration")
+    p.add_argument("texts", help="JSONL rows {id, text, speaker} (a manifest works)")
+    p.add_argument("checkpoint", help="TTS checkpoint (tts_sft or tts_rl run)")
+    p.add_argument("--asr", required=True, help="speech-rl ASR checkpoint that transcribes the synthesised audio")
+    p.add_argument("--speaker", help="speaker for rows without one")
+    p.add_argument("--reference", help="manifest with reference audio per speaker (speaker similarity)")
+    p.add_argument("--mos", action="store_true", help="DNSMOS overall (slow on CPU: ~1 s per clip)")
+    p.add_argument("--base-seconds", type=float, help="the base model's mean seconds: adds duration_ratio")
+    p.add_argument("--wav-dir", help="write the synthesised wavs (and hyps.jsonl) here")
+    p.add_argument("--save", help="write the metrics JSON here (e.g. RUN/eval/tts_test.json)")
+    p.add_argument("--max-new-tokens", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    from speech_rl.tts.evaluate import evaluate_tts
+
+    res = evaluate_tts(a.checkpoint, a.texts, a.asr, a.speaker, a.reference, a.mos, a.base_seconds, a.wav_dir,
+                       a.max_new_tokens, a.temperature, a.top_k, a.seed)
+    if a.save:
+        save = Path(a.save)
+        save.parent.mkdir(parents=True, exist_ok=True)
+        tmp = save.with_name(save.name + ".tmp")
+        tmp.write_text(json.dumps(dict(res, texts=str(a.texts), checkpoint=str(a.checkpoint)), indent=2) + "\n")
+        tmp.replace(save)
+    print(json.dumps(res, indent=2))
     return 0
 
 
@@ -218,7 +251,7 @@ def _pipeline(argv: list[str]) -> int:
 
 
 COMMANDS = {"train": _train, "eval": _eval, "data": _data, "report": _report, "pipeline": _pipeline,
-            "plot": _plot}
+            "plot": _plot, "eval-tts": _eval_tts}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,3 +33,42 @@ def test_tts_sft_base_trains_and_its_checkpoint_synthesises(tmp_path):
     wavs, mel, lens = system.synthesise([[1, 2, 3, 4, 5], []], ["en-us", "en+f3"], n_steps=2)
     assert wavs[0].shape == ((5 * 4 - 1) * 160,) and wavs[1].numel() == 0 and torch.isfinite(wavs[0]).all()
 
+
+
+def test_eval_tts_scores_a_text_list_written_elsewhere(tmp_path, capsys):
+    """eval-tts on a tiny (untrained) TTS system and ASR: every metric comes out, wavs are written."""
+    import json
+
+    from speech_rl.cli import main
+    from speech_rl.models.audio_llm import build_audio_llm
+    from speech_rl.tts.system import build_tts_system
+    from tests.conftest import TINY_MODEL
+
+    torch.manual_seed(0)
+    tts_model = {"tokenizer": {"_target_": "speech_rl.data.tokenizer.CharTokenizer"}, "n_codes": 16,
+                 "speakers": ["en-us", "en+f3"], "lm": {"hidden_size": 32}, "flow": {"d_model": 32, "n_blocks": 2},
+                 "token_asr": {"d_model": 32, "n_layers": 1}, "vocoder": {"_target_":
+                 "speech_rl.tts.vocoder.GriffinLimVocoder", "n_iter": 4}, "flow_steps": 2}
+    tts = build_tts_system(**tts_model)
+    torch.save({"hyper_parameters": {"model": tts_model}, "state_dict": {f"tts.{k}": v for k, v in tts.state_dict().items()}},
+               tmp_path / "tts.ckpt")
+    asr = build_audio_llm(**TINY_MODEL)
+    torch.save({"hyper_parameters": {"model": TINY_MODEL},
+                "state_dict": {f"policy.{k}": v for k, v in asr.state_dict().items()}}, tmp_path / "asr.ckpt")
+    texts = tmp_path / "elsewhere.jsonl"
+    texts.write_text('{"id": "a", "text": "call alice in paris"}\n{"id": "b", "text": "hello", "speaker": "en+f3"}\n')
+    out = tmp_path / "eval" / "tts.json"
+    assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt"),
+                 "--speaker", "en-us", "--max-new-tokens", "20", "--wav-dir", str(tmp_path / "wav"),
+                 "--base-seconds", "0.5", "--save", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for k in ("wer", "sub", "ins", "del", "seconds", "finished", "duration_ratio"):
+        assert k in res and math.isfinite(res[k]), k
+    assert res["utterances"] == 2 and res["duration_ratio"] == res["seconds"] / 0.5
+    assert sorted(p.name for p in (tmp_path / "wav").iterdir()) == ["a.wav", "b.wav", "hyps.jsonl"]
+    capsys.readouterr()
+    assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt")]) == 2
+    assert "elsewhere.jsonl:1: no 'speaker'" in capsys.readouterr().err
+    texts.write_text('{"text": "hi", "speaker": "fr"}\n')
+    assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt")]) == 2
+    assert "speakers ['fr'] are not in the TTS model's table" in capsys.readouterr().err
