@@ -25,7 +25,7 @@ TASKS = ("asr_grpo", "asr_sft", "tts_sft", "tts_rl")
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
     """The module for ``cfg.task`` (plain containers go into its hparams, so a checkpoint
-    rebuilds itself): ``asr_grpo`` (RL: GRPO / MWER), ``asr_sft`` (supervised ASR base) or
+    rebuilds itself): ``asr_grpo`` (RL: GRPO / MWER), ``asr_sft`` (supervised ASR base),
     ``tts_sft`` (supervised TTS system) or ``tts_rl`` (TTS GRPO / DiffRO / combined)."""
     task = cfg.get("task", "asr_grpo")
     if task not in TASKS:
