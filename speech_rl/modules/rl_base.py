@@ -183,7 +183,8 @@ class RLModule(L.LightningModule):
         """Every rank's engine sampler and global RNG states go into the checkpoint (Lightning
         builds it on all ranks and writes rank 0's), so that each rank resumes its own
         streams under DDP / FSDP."""
-        local = {"engine": self.engine.state_dict() if self.engine else {}, "rng": rng_state()}
+        local = {"engine": self.engine.state_dict() if self.engine else {}, "rng": rng_state(),
+                 "module": self.rank_state()}
         ranks = [local]
         if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             ranks = [None] * torch.distributed.get_world_size()
@@ -203,8 +204,17 @@ class RLModule(L.LightningModule):
         if mine.get("rng"):
             set_rng_state(mine["rng"])
         self._engine_state = mine.get("engine")
+        if mine.get("module"):
+            self.load_rank_state(mine["module"])
         if self.engine is not None and self._engine_state:
             self.engine.load_state_dict(self._engine_state)
+
+    def rank_state(self) -> dict[str, Any]:
+        """This rank's module-specific sampler states for the checkpoint (plain types)."""
+        return {}
+
+    def load_rank_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``rank_state`` saved."""
 
     def setup(self, stage: str) -> None:
         if self.engine is None:

@@ -77,7 +77,7 @@ class TTSRLModule(RLModule):
             self.waveform_asr = load_policy(rec).requires_grad_(False)
         self.needs_audio = bool(rollout.get("needs_audio", False)) or self.waveform_asr is not None
         self.val_metric = ASRErrorRates(TextNormalizer())
-        self._flow_gen = torch.Generator().manual_seed(int(seed))
+        self._flow_gen = torch.Generator().manual_seed(int(seed))      # re-seeded per rank in setup
 
     def train(self, mode: bool = True) -> "TTSRLModule":
         """Frozen parts (flow, vocoder, token ASR, reference, waveform ASR) stay in eval mode."""
@@ -86,6 +86,20 @@ class TTSRLModule(RLModule):
             if part is not None:
                 part.eval()
         return self
+
+    def setup(self, stage: str) -> None:
+        if not getattr(self, "_flow_gen_loaded", False):
+            self._flow_gen.manual_seed(int(self.hparams.seed) + 1000 * self.global_rank)
+        super().setup(stage)
+
+    def rank_state(self) -> dict[str, Any]:
+        """The flow decoder's noise generator: a resumed run draws the same audio."""
+        return {"flow_gen": self._flow_gen.get_state()}
+
+    def load_rank_state(self, state: dict[str, Any]) -> None:
+        if "flow_gen" in state:
+            self._flow_gen.set_state(state["flow_gen"])
+            self._flow_gen_loaded = True
 
     @property
     def policy(self) -> nn.Module:

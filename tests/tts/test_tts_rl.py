@@ -31,6 +31,11 @@ def test_combined_with_audio_rewards_runs_every_phase(tts_data, tmp_path):
     # the filter keeps only stopped rows with a positive advantage
     assert all(k <= f + 1e-6 for k, f in zip(s["train/filter_keep_frac"], s["train/finished_frac"]))
     assert all(k <= 0.75 + 1e-6 for k in s["train/filter_keep_frac"])      # A > 0 for at most 3 of 4 in a group
+    # the flow decoder's noise generator is in the checkpoint, so a resumed run draws the same audio
+    import torch
+
+    ck = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ck["global_step"] == 3 and ck["speech_rl"]["ranks"][0]["module"]["flow_gen"].dtype == torch.uint8
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "diffro"])
