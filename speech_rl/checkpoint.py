@@ -67,3 +67,26 @@ def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
     if candidates:
         log.warning("resume=auto: no usable checkpoint in %s; starting from scratch", d)
     return None
+
+
+def load_module_weights(module: torch.nn.Module, path: str | Path, prefix: str, what: str = "model") -> None:
+    """Load weights saved by speech-rl into ``module``: a Lightning checkpoint whose
+    ``<prefix>.*`` keys are the module, or a plain state dict. A missing file, shape
+    mismatches and missing / unexpected keys raise, naming ``what`` (a tied
+    ``lm_head.weight`` may be absent)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"init_from checkpoint {p} does not exist")
+    sd = torch.load(p, map_location="cpu", weights_only=False)
+    sd = sd.get("state_dict", sd)
+    if any(k.startswith(prefix + ".") for k in sd):
+        sd = {k[len(prefix) + 1:]: v for k, v in sd.items() if k.startswith(prefix + ".")}
+    own = module.state_dict()
+    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"checkpoint {p} was saved from a {what} of another shape: " + "; ".join(bad[:5]))
+    missing, unexpected = module.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]    # tied to the embeddings
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {p} does not match the {what}: missing {missing[:5]}, unexpected {unexpected[:5]}")

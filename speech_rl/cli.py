@@ -40,6 +40,15 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _save_json(path: str, obj: dict) -> None:
+    """Metrics JSON written atomically (temp file + rename), folders created."""
+    save = Path(path)
+    save.parent.mkdir(parents=True, exist_ok=True)
+    tmp = save.with_name(save.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(save)
+
+
 def _eval(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="speech-rl eval", description="WER / Sub / Ins / Del and keyword recall "
                                 "of a checkpoint's greedy transcripts on a JSONL manifest.")
@@ -62,11 +71,7 @@ def _eval(argv: list[str]) -> int:
     if a.hyp_out:
         write_hyps(rows, a.hyp_out)
     if a.save:
-        save = Path(a.save)
-        save.parent.mkdir(parents=True, exist_ok=True)
-        tmp = save.with_name(save.name + ".tmp")
-        tmp.write_text(json.dumps(dict(res, manifest=str(a.manifest), checkpoint=str(a.checkpoint)), indent=2) + "\n")
-        tmp.replace(save)
+        _save_json(a.save, dict(res, manifest=str(a.manifest), checkpoint=str(a.checkpoint)))
     print(json.dumps(res, indent=2) if a.json else format_table(a.manifest, res))
     return 0
 
@@ -94,11 +99,7 @@ def _eval_tts(argv: list[str]) -> int:
     res = evaluate_tts(a.checkpoint, a.texts, a.asr, a.speaker, a.reference, a.mos, a.base_seconds, a.wav_dir,
                        a.max_new_tokens, a.temperature, a.top_k, a.seed)
     if a.save:
-        save = Path(a.save)
-        save.parent.mkdir(parents=True, exist_ok=True)
-        tmp = save.with_name(save.name + ".tmp")
-        tmp.write_text(json.dumps(dict(res, texts=str(a.texts), checkpoint=str(a.checkpoint)), indent=2) + "\n")
-        tmp.replace(save)
+        _save_json(a.save, dict(res, texts=str(a.texts), checkpoint=str(a.checkpoint)))
     print(json.dumps(res, indent=2))
     return 0
 

@@ -5,7 +5,6 @@ to the batch's longest prompt; the response is text tokens followed by EOS.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -113,19 +112,6 @@ def build_audio_llm(tokenizer: Any, encoder: Any, llm: dict, projector: dict | N
 def load_audio_llm_weights(model: AudioLLM, path: str) -> None:
     """Load weights saved by speech-rl (a Lightning checkpoint whose ``policy.*`` keys are
     the AudioLLM, or a plain state dict). Shape mismatches are named."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"init_from checkpoint {p} does not exist")
-    sd = torch.load(p, map_location="cpu", weights_only=False)
-    sd = sd.get("state_dict", sd)
-    if any(k.startswith("policy.") for k in sd):
-        sd = {k[len("policy."):]: v for k, v in sd.items() if k.startswith("policy.")}
-    own = model.state_dict()
-    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-           for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"checkpoint {p} was saved from a model of another shape: " + "; ".join(bad[:5]))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]    # tied to the embeddings
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {p} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    from speech_rl.checkpoint import load_module_weights
+
+    load_module_weights(model, path, "policy", "model")

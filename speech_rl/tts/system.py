@@ -75,23 +75,9 @@ def build_tts_system(tokenizer: Any, n_codes: int, speakers: list[str], lm: dict
 def load_tts_weights(system: TTSSystem, path: str | Path) -> None:
     """Weights from a speech-rl checkpoint (``tts.*`` keys) or a plain state dict; shape
     mismatches and missing keys are named."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"init_from checkpoint {p} does not exist")
-    sd = torch.load(p, map_location="cpu", weights_only=False)
-    sd = sd.get("state_dict", sd)
-    if any(k.startswith("tts.") for k in sd):
-        sd = {k[len("tts."):]: v for k, v in sd.items() if k.startswith("tts.")}
-    own = system.state_dict()
-    bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-           for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"checkpoint {p} was saved from a TTS system of another shape: " + "; ".join(bad[:5]))
-    missing, unexpected = system.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {p} does not match the TTS system: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+    from speech_rl.checkpoint import load_module_weights
+
+    load_module_weights(system, path, "tts", "TTS system")
 
 
 def load_tts_system(checkpoint: str | Path) -> TTSSystem:
