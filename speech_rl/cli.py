@@ -2,7 +2,7 @@
 
   speech-rl train [hydra overrides...]        Hydra app (configs/train.yaml); -m for multirun
   speech-rl eval MANIFEST CHECKPOINT [--json] [--hyp-out FILE] [--save RUN/eval/SET.json]
-  speech-rl report RUN... [--base RUN]        Table 1-shaped markdown table
+  speech-rl report RUN... [--base RUN] [--tts] Table 1 (ASR) / Table 2 (TTS) shaped markdown table
   speech-rl pipeline [--work DIR --scale X]   ASR: synth -> base -> RL data -> GRPO -> table
   speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr]
   speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
@@ -105,14 +105,20 @@ def _eval_tts(argv: list[str]) -> int:
 
 
 def _report(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="speech-rl report", description="Table 1-shaped markdown table from "
-                                "runs' eval/*.json files (seeds with the same reward and data are averaged).")
+    p = argparse.ArgumentParser(prog="speech-rl report", description="Table 1-shaped (ASR) or Table 2-shaped "
+                                "(--tts) markdown table from runs' eval/*.json files (seeds with the same label "
+                                "are averaged).")
     p.add_argument("runs", nargs="+", help="run folders")
     p.add_argument("--base", help="the base model's run folder (first row)")
     p.add_argument("--sets", default="test_short,test_long", help="the two evaluation sets, short then long")
+    p.add_argument("--tts", action="store_true", help="Table 2's shape from speech-rl eval-tts files")
+    p.add_argument("--tts-set", default="tts_test", help="with --tts: the eval file's name (eval/<name>.json)")
     a = p.parse_args(argv)
-    from speech_rl.report import make_table
+    from speech_rl.report import make_table, make_tts_table
 
+    if a.tts:
+        print(make_tts_table([Path(r) for r in a.runs], Path(a.base) if a.base else None, a.tts_set))
+        return 0
     sets = tuple(a.sets.split(","))
     if len(sets) != 2:
         raise ValueError(f"--sets needs two names (short,long), got {a.sets!r}")

@@ -1,9 +1,10 @@
-"""`speech-rl report`: a markdown table in the shape of the paper's Table 1 from runs'
-evaluation files.
+"""`speech-rl report`: markdown tables in the shape of the paper's Table 1 (ASR) and
+Table 2 (TTS) from runs' evaluation files.
 
 A run is a folder with ``eval/<set>.json`` files written by ``speech-rl eval ... --save``
-and, for RL runs, ``.hydra/config.yaml`` (the reward terms and training manifests give
-the row's label). Runs with the same label (seeds) are averaged; ``±`` gives the std.
+(ASR) or ``speech-rl eval-tts ... --save`` (TTS) and, for RL runs, ``.hydra/config.yaml``
+(the algorithm, sample filter, reward terms and training manifests give the row's label).
+Runs with the same label (seeds) are averaged; ``±`` gives the std.
 """
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import math
 from pathlib import Path
 
 REWARD_NAMES = {"wer": "R1", "hallucination": "R2", "keyword": "R3"}
+# Table 2's numbering: R1 recognition accuracy, R2 duration (eq. 7), R3 diversity (eq. 8);
+# rewards outside the paper keep their registry names.
+TTS_REWARD_NAMES = {"wer": "R1", "duration": "R2", "diversity": "R3"}
+TTS_METHODS = {"grpo": "GRPO", "diffro": "DiffRO", "combined": "Combined"}
 
 
 def run_label(run: Path) -> tuple[str, str]:
@@ -36,6 +41,59 @@ def run_label(run: Path) -> tuple[str, str]:
     return rewards, data
 
 
+def tts_run_label(run: Path) -> tuple[str, str]:
+    """(method, reward) label of a TTS run, as in Table 2: method is GRPO, DiffRO or
+    Combined, with ``+ filter`` when the sample filter is on (for DiffRO the filter
+    only drops sequences without a stop token, and is shown the same way); ("-", "-")
+    for the supervised base or a run without a saved config."""
+    cfg_path = run / ".hydra" / "config.yaml"
+    if not cfg_path.is_file():
+        return "-", "-"
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(cfg_path)
+    if cfg.get("task") != "tts_rl":
+        return "-", "-"
+    algo = cfg.get("algorithm", {})
+    method = TTS_METHODS.get(algo.get("name"), str(algo.get("name")))
+    if algo.get("sample_filter"):
+        method += " + filter"
+    terms = list((cfg.get("reward") or {}).get("terms") or {})
+    if algo.get("name") == "diffro":
+        terms = ["wer"]  # DiffRO's only signal is the token ASR's log P(text | tokens)
+    names = sorted({TTS_REWARD_NAMES.get(t, t) for t in terms})
+    return method, (",".join(names) if names else "-")
+
+
+def make_tts_table(runs: list[Path], base: Path | None = None, test_set: str = "tts_test") -> str:
+    """Markdown table in Table 2's shape: method | reward | runs | WER | Sub | Ins | Del |
+    SS | MOS | seconds | duration ratio, from ``eval/<test_set>.json`` files written by
+    ``speech-rl eval-tts --save``; base first; WER and SS in %, as the paper; the
+    duration ratio is to the base run's mean seconds (n/a without a base)."""
+    rows: dict[tuple[str, str], list[dict]] = {}
+    order: list[tuple[str, str]] = []
+    for run in ([base] if base else []) + list(runs):
+        evs = load_evals(run)
+        if test_set not in evs:
+            raise FileNotFoundError(f"run {run} has no eval/{test_set}.json (found: {sorted(evs)})")
+        label = ("-", "-") if base is not None and run == base else tts_run_label(run)
+        if label not in rows:
+            rows[label] = []
+            order.append(label)
+        rows[label].append(evs[test_set])
+    base_seconds = rows[("-", "-")][0]["seconds"] if base is not None else None
+    lines = ["| method | reward | runs | WER | Sub | Ins | Del | SS | MOS | seconds | duration ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label in order:
+        evs = rows[label]
+        cells = [_cell([e.get(k) for e in evs]) for k in ("wer", "sub", "ins", "del", "speaker_sim")]
+        cells.append(_cell([e.get("mos") for e in evs], scale=1.0))
+        cells.append(_cell([e.get("seconds") for e in evs], scale=1.0))
+        cells.append(_cell([e["seconds"] / base_seconds if base_seconds else None for e in evs], scale=1.0, digits=3))
+        lines.append(f"| {label[0]} | {label[1]} | {len(evs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def load_evals(run: Path) -> dict[str, dict]:
     files = sorted((run / "eval").glob("*.json"))
     if not files:
@@ -43,15 +101,16 @@ def load_evals(run: Path) -> dict[str, dict]:
     return {f.stem: json.loads(f.read_text()) for f in files}
 
 
-def _cell(vals: list[float]) -> str:
-    vals = [100 * v for v in vals if v is not None and not math.isnan(v)]
+def _cell(vals: list[float | None], scale: float = 100.0, digits: int = 2) -> str:
+    """mean (± sample std over runs) of the values that exist, times ``scale``."""
+    vals = [scale * v for v in vals if v is not None and not math.isnan(v)]
     if not vals:
         return "n/a"
     mean = sum(vals) / len(vals)
     if len(vals) == 1:
-        return f"{mean:.2f}"
+        return f"{mean:.{digits}f}"
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return f"{mean:.2f} ± {sd:.2f}"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def make_table(runs: list[Path], base: Path | None = None, sets: tuple[str, str] = ("test_short", "test_long")

@@ -39,3 +39,43 @@ def test_report_cli_names_a_run_without_evals(tmp_path, corpus):
     (tmp_path / "empty").mkdir()
     proc = run_cli("report", str(tmp_path / "empty"), cwd=tmp_path, data_dir=corpus, check=False)
     assert proc.returncode == 2 and "has no eval/*.json" in proc.stderr
+
+
+def _tts_run(tmp_path, name, algo, sample_filter, terms, wer, sim, seconds, task="tts_rl"):
+    d = tmp_path / name
+    (d / "eval").mkdir(parents=True)
+    (d / ".hydra").mkdir()
+    t = "\n".join(f"    {x}: {{weight: 1.0}}" for x in terms)
+    (d / ".hydra" / "config.yaml").write_text(
+        f"task: {task}\nalgorithm:\n  name: {algo}\n  sample_filter: {str(sample_filter).lower()}\n"
+        f"reward:\n  terms:\n{t}\n")
+    (d / "eval" / "tts_test.json").write_text(json.dumps(
+        {"wer": wer, "sub": wer / 2, "ins": wer / 4, "del": wer / 4, "speaker_sim": sim, "seconds": seconds}))
+    return d
+
+
+def test_tts_table_has_table2_rows_and_duration_ratio_to_the_base(tmp_path):
+    from speech_rl.report import make_tts_table, tts_run_label
+
+    base = _tts_run(tmp_path, "base", "x", False, [], 0.40, 0.80, 2.0, task="tts_sft")
+    diff = _tts_run(tmp_path, "d", "diffro", True, ["wer", "duration"], 0.30, 0.78, 2.1)
+    g0 = _tts_run(tmp_path, "g0", "grpo", False, ["wer"], 0.36, 0.79, 2.2)
+    g1 = _tts_run(tmp_path, "g1", "grpo", False, ["wer"], 0.34, 0.79, 1.8)
+    cf = _tts_run(tmp_path, "cf", "combined", True, ["wer", "duration", "diversity"], 0.28, 0.79, 2.0)
+    assert tts_run_label(base) == ("-", "-")
+    assert tts_run_label(diff) == ("DiffRO + filter", "R1")  # DiffRO's signal is the token ASR alone
+    assert tts_run_label(cf) == ("Combined + filter", "R1,R2,R3")
+    lines = make_tts_table([diff, g0, g1, cf], base=base).splitlines()
+    assert lines[0].startswith("| method | reward | runs | WER | Sub | Ins | Del | SS | MOS | seconds | duration ratio |")
+    assert lines[2] == "| - | - | 1 | 40.00 | 20.00 | 10.00 | 10.00 | 80.00 | n/a | 2.00 | 1.000 |"
+    assert lines[4] == ("| GRPO | R1 | 2 | 35.00 ± 1.41 | 17.50 ± 0.71 | 8.75 ± 0.35 | 8.75 ± 0.35 | 79.00 ± 0.00 | n/a "
+                        "| 2.00 ± 0.28 | 1.000 ± 0.141 |")
+    assert lines[5].startswith("| Combined + filter | R1,R2,R3 | 1 | 28.00 |")
+
+
+def test_tts_report_cli_names_a_run_without_the_tts_eval(tmp_path, corpus):
+    d = tmp_path / "r"
+    (d / "eval").mkdir(parents=True)
+    (d / "eval" / "test_short.json").write_text(json.dumps({"wer": 0.1}))
+    proc = run_cli("report", "--tts", str(d), cwd=tmp_path, data_dir=corpus, check=False)
+    assert proc.returncode == 2 and "has no eval/tts_test.json" in proc.stderr
