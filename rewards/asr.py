@@ -127,6 +127,47 @@ class HallucinationReward:
         return [-1.0 if why else 0.0 for why in self.last_reasons]
 
 
+def detect_truncation(hyp: str, ref: str, *, min_len_ratio: float = 0.75, len_slack: int = 1) -> str | None:
+    """The reason ``hyp`` looks cut short, or None: fewer than ``min_len_ratio * len(ref) -
+    len_slack`` words. Inputs are normalised text.
+
+    >>> detect_truncation("the cat", "the cat sat on the mat")
+    'too short for the reference: 2 words vs 6'
+    >>> detect_truncation("the cat sat on mat", "the cat sat on the mat") is None
+    True
+    """
+    words, ref_words = hyp.split(), ref.split()
+    if len(words) < min_len_ratio * len(ref_words) - len_slack:
+        return f"too short for the reference: {len(words)} words vs {len(ref_words)}"
+    return None
+
+
+@register_reward("truncation")
+class TruncationReward:
+    """R2's mirror: -1 for a hypothesis that stops early (far fewer words than the
+    reference), else 0. Not in the paper: its hallucination rule only punishes outputs
+    that are too long, so on audio the policy cannot read to the end, stopping early
+    scores better than trying (deletions cost no more than substitutions in WER, and
+    never trip the gate) — the stop-early trap. Used as a gate like R2.
+
+    >>> TruncationReward()(hyp=["the cat sat on the mat", "the"], ref=["the cat sat on the mat"] * 2)
+    [0.0, -1.0]
+    """
+
+    def __init__(self, lowercase: bool = True, remove_punctuation: bool = True, min_len_ratio: float = 0.75,
+                 len_slack: int = 1):
+        if not 0.0 < min_len_ratio <= 1.0:
+            raise ValueError(f"truncation reward: min_len_ratio must be in (0, 1], got {min_len_ratio}")
+        self.norm = TextNormalizer(lowercase=lowercase, remove_punctuation=remove_punctuation)
+        self.min_len_ratio, self.len_slack = min_len_ratio, len_slack
+        self.last_reasons: list[str | None] = []
+
+    def __call__(self, hyp: list[str], ref: list[str], **_) -> list[float]:
+        self.last_reasons = [detect_truncation(self.norm(h), self.norm(r), min_len_ratio=self.min_len_ratio,
+                                               len_slack=self.len_slack) for h, r in zip(hyp, ref)]
+        return [-1.0 if why else 0.0 for why in self.last_reasons]
+
+
 @register_reward("keyword")
 class KeywordReward:
     """R3: mean of keyword precision and recall; None where the utterance lists no keywords.

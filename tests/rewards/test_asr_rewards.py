@@ -56,3 +56,21 @@ class TestKeyword:
 
     def test_missing_keyword_scores_zero(self):
         assert KeywordReward()(hyp=["call now"], ref=["call acme now"], keywords=[["acme"]]) == [0.0]
+
+
+def test_truncation_gate_punishes_early_stops_not_small_slips():
+    from rewards.asr import TruncationReward
+    from rewards.combine import RewardSet
+
+    ref = "the quick brown fox jumps over the lazy dog today"  # 10 words
+    r = TruncationReward(min_len_ratio=0.75, len_slack=1)
+    # 7 words >= 0.75 * 10 - 1 = 6.5 passes; 6 words is cut short; an empty output too
+    assert r(hyp=[" ".join(ref.split()[:7]), " ".join(ref.split()[:6]), ""], ref=[ref] * 3) == [0.0, -1.0, -1.0]
+    assert r.last_reasons[1] == "too short for the reference: 6 words vs 10"
+    # as a gate, an early stop scores -1 even though its WER (0.4) beats a garbled full output's (0.5)
+    rs = RewardSet({"wer": {"weight": 1.0}, "truncation": {"gate": True}})
+    garbled = "the quick brown fox jumps a b c d e"
+    out = rs(hyp=[" ".join(ref.split()[:6]), garbled], ref=[ref] * 2)
+    assert out.total.tolist() == [-1.0, 0.5]
+    with pytest.raises(ValueError, match="min_len_ratio"):
+        TruncationReward(min_len_ratio=1.5)
