@@ -82,6 +82,28 @@ class AudioLLM(nn.Module):
         prompt, mask = self(frames, lens)
         return [self.tokenizer.decode(t) for t in engine.generate(prompt, mask, 1, params).tokens]
 
+    @torch.no_grad()
+    def transcribe_waveforms(self, waves: list[torch.Tensor], engine, params, sample_rate: int = 16000,
+                             batch_size: int = 16) -> list[str]:
+        """Transcripts of waveforms (each (n,) float at ``sample_rate``), in batches of
+        ``batch_size``, through the same log-mel front end the ASR data module uses. Clips
+        shorter than one analysis window (400 samples) get a single silent frame (and so,
+        usually, an empty transcript) instead of failing the batch."""
+        from speech_rl.data.features import LogMel, pad_features
+
+        if sample_rate != 16000:
+            raise ValueError(f"transcribe_waveforms: audio at {sample_rate} Hz, the ASR front end reads 16000 Hz "
+                             "(resample first)")
+        dev = next(self.parameters()).device
+        logmel = LogMel(sample_rate=sample_rate, n_mels=self.encoder.n_mels).to(dev)
+        out: list[str] = []
+        for s in range(0, len(waves), batch_size):
+            feats = [logmel(torch.as_tensor(w, dtype=torch.float32, device=dev)) if len(w) >= logmel.n_fft
+                     else torch.zeros(1, logmel.n_mels, device=dev) for w in waves[s:s + batch_size]]
+            x, lens = pad_features(feats)
+            out += self.transcribe(x, lens.to(dev), engine, params)
+        return out
+
     def target_ids(self, texts: list[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> padded target ids with EOS (N, T) and mask (N, T)."""
         seqs = [self.tokenizer.encode(s) + [self.tokenizer.eos_id] for s in texts]

@@ -144,17 +144,13 @@ class TTSRLModule(RLModule):
                 x[i, : len(t)] = torch.tensor(t, dtype=torch.long, device=self.device)
             hyps = self.tts.token_asr.transcribe(x, lens)
             return [h if t else "" for h, t in zip(hyps, tokens)]
-        from speech_rl.data.features import LogMel, pad_features
         from speech_rl.engines import TorchEngine
 
         asr = self.waveform_asr
         if getattr(self, "_asr_engine", None) is None:
             self._asr_engine = TorchEngine(asr.llm, asr.tokenizer.eos_id, asr.tokenizer.pad_id, device=self.device)
-            self._logmel = LogMel(n_mels=asr.encoder.n_mels).to(self.device)
-        feats = [self._logmel(a) if a.numel() >= 400 else torch.zeros(1, asr.encoder.n_mels, device=self.device)
-                 for a in audio]
-        x, lens = pad_features(feats)
-        return asr.transcribe(x, lens, self._asr_engine, SamplingParams(max_new_tokens=256, temperature=0.0))
+        return asr.transcribe_waveforms(audio, self._asr_engine, SamplingParams(max_new_tokens=256, temperature=0.0),
+                                        sample_rate=self.tts.vocoder.sample_rate)
 
     def training_step(self, batch: TTSBatch, batch_idx: int) -> None:
         g, a = self.group_size, self.hparams.algorithm

@@ -73,7 +73,6 @@ def synthesise_texts(system, rows: list[dict], params: SamplingParams, batch_siz
 def evaluate_tts(checkpoint: str, texts: str, asr: str, speaker: str | None = None, reference: str | None = None,
                  mos: bool = False, base_seconds: float | None = None, wav_dir: str | None = None,
                  max_new_tokens: int = 500, temperature: float = 1.0, top_k: int = 0, seed: int = 0) -> dict:
-    from speech_rl.data.features import LogMel, pad_features
     from speech_rl.evaluate import load_policy, score
     from speech_rl.tts.system import load_tts_system
 
@@ -86,15 +85,11 @@ def evaluate_tts(checkpoint: str, texts: str, asr: str, speaker: str | None = No
                                                             top_k=top_k), seed=seed)
     sr = system.vocoder.sample_rate
     recogniser = load_policy(asr)
-    logmel = LogMel(sample_rate=sr, n_mels=recogniser.encoder.n_mels)
     eng = TorchEngine(recogniser.llm, recogniser.tokenizer.eos_id, recogniser.tokenizer.pad_id)
-    for s in range(0, len(samples), 16):
-        chunk = samples[s:s + 16]
-        feats = [logmel(torch.from_numpy(x["audio"])) if len(x["audio"]) >= 400 else torch.zeros(1, logmel.n_mels)
-                 for x in chunk]
-        hyps = recogniser.transcribe(*pad_features(feats), eng, SamplingParams(max_new_tokens=512, temperature=0.0))
-        for x, h in zip(chunk, hyps):
-            x["hyp"] = h
+    hyps = recogniser.transcribe_waveforms([torch.from_numpy(x["audio"]) for x in samples], eng,
+                                           SamplingParams(max_new_tokens=512, temperature=0.0), sample_rate=sr)
+    for x, h in zip(samples, hyps):
+        x["hyp"] = h
     res = score([{"ref": x["text"], "hyp": x["hyp"], "keywords": None} for x in samples])
     res.pop("keyword_recall", None)
     res["seconds"] = float(np.mean([len(x["audio"]) / sr for x in samples]))

@@ -93,3 +93,22 @@ def test_shared_prompt_scoring_equals_repeated_prompts(model):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="do not split into groups"):
         response_logprobs(model.llm, prompt, pmask, resp[:5], rmask[:5])
+
+
+def test_transcribe_waveforms_batches_like_the_feature_path(model):
+    # waveforms through the ASR front end give the transcripts of the same features fed
+    # directly, for any batch size; a clip shorter than one window does not fail the batch
+    from speech_rl.data.features import LogMel, pad_features
+    from speech_rl.engines import SamplingParams, TorchEngine
+
+    g = torch.Generator().manual_seed(0)
+    waves = [0.1 * torch.randn(n, generator=g) for n in (16000, 9000, 12000)]
+    eng = TorchEngine(model.llm, model.tokenizer.eos_id, model.tokenizer.pad_id)
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    logmel = LogMel(n_mels=model.encoder.n_mels)
+    direct = [model.transcribe(*pad_features([logmel(w)]), eng, params)[0] for w in waves]
+    assert model.transcribe_waveforms(waves, eng, params, batch_size=1) == direct
+    assert model.transcribe_waveforms(waves, eng, params, batch_size=2) == direct
+    assert len(model.transcribe_waveforms([torch.zeros(100)] + waves[:1], eng, params)) == 2
+    with pytest.raises(ValueError, match="22050 Hz"):
+        model.transcribe_waveforms(waves, eng, params, sample_rate=22050)

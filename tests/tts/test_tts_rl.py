@@ -47,3 +47,28 @@ def test_grpo_and_diffro_steps_run(algorithm, tts_data, tmp_path):
     s = scalars(run / "tensorboard")
     assert len(s["train/loss"]) == 2 and all(math.isfinite(v) for v in s["train/loss"])
     assert ("train/diffro_logp_per_char" in s) == (algorithm == "diffro") and "time/flow" not in s
+
+
+def test_waveform_recognizer_runs_flow_and_reads_the_audio(tts_data, tmp_path):
+    """rollout.recognizer=<ASR checkpoint>: the samples are synthesised (flow + vocoder in
+    the loop) and transcribed by that ASR, which is frozen and handed off like a reward model."""
+    import torch
+
+    from speech_rl.models.audio_llm import build_audio_llm
+    from tests.conftest import TINY_MODEL
+
+    torch.manual_seed(0)
+    asr = build_audio_llm(**TINY_MODEL)
+    torch.save({"hyper_parameters": {"model": TINY_MODEL},
+                "state_dict": {f"policy.{k}": v for k, v in asr.state_dict().items()}}, tmp_path / "asr.ckpt")
+    run = tmp_path / "run"
+    run_cli("train", "experiment=tts_rl", "algorithm=grpo", "algorithm.group_size=2", "reward=tts_r1",
+            f"rollout.recognizer={tmp_path / 'asr.ckpt'}", "rollout.max_new_tokens=20",
+            "rollout.val_max_new_tokens=20", "trainer.max_steps=2", "trainer.val_check_interval=2",
+            f"hydra.run.dir={run}", *TINY, cwd=tmp_path, data_dir=tts_data)
+    s = scalars(run / "tensorboard")
+    assert "time/flow" in s and len(s["train/reward/wer"]) == 2
+    assert all(-1.0 <= v <= 1.0 for v in s["train/reward/wer"])            # clip_min -1: an untrained ASR
+    ck = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    for k, v in asr.state_dict().items():                                 # frozen: saved as loaded
+        torch.testing.assert_close(ck["state_dict"][f"waveform_asr.{k}"], v, rtol=0, atol=0)
