@@ -103,4 +103,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if bad:
         log.warning("%d bad manifest rows were skipped: %s", bad,
                     "; ".join(b.summary(3) for b in datamodule.bad_rows.values() if len(b)))
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    log.info("finished at step %d%s", trainer.global_step, f"; final checkpoint {ckpt}" if ckpt.is_file() else "")
     return {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -17,8 +17,9 @@ def app(cfg: DictConfig) -> None:
     from speech_rl.train import train
 
     metrics = train(cfg)
-    shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "train/reward/mean"))}
-    logging.getLogger("speech_rl").info("done: %s", shown)
+    shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val/")}
+    if shown:   # on the run's own validation manifest, not a held-out test set
+        logging.getLogger("speech_rl").info("last validation (data.val_manifest): %s", shown)
 
 
 if __name__ == "__main__":
