@@ -1,5 +1,5 @@
 """`speech-rl train experiment=tts_rl` on a tiny system built from config: every phase of
-the TTS step runs, the filter keeps what it should, and DiffRO raises its reward."""
+the TTS step runs, the filter keeps what it should, a waveform recogniser reads the audio."""
 import math
 
 import pytest
