@@ -69,7 +69,9 @@ def make_tts_table(runs: list[Path], base: Path | None = None, test_set: str = "
     """Markdown table in Table 2's shape: method | reward | runs | WER | Sub | Ins | Del |
     SS | MOS | seconds | duration ratio, from ``eval/<test_set>.json`` files written by
     ``speech-rl eval-tts --save``; base first; WER and SS in %, as the paper; the
-    duration ratio is to the base run's mean seconds (n/a without a base)."""
+    duration ratio is to the base row's mean seconds (over the base run and any other
+    run labelled as a base, e.g. the base evaluated with other sampling seeds; n/a
+    without ``base``)."""
     rows: dict[tuple[str, str], list[dict]] = {}
     order: list[tuple[str, str]] = []
     for run in ([base] if base else []) + list(runs):
@@ -81,7 +83,8 @@ def make_tts_table(runs: list[Path], base: Path | None = None, test_set: str = "
             rows[label] = []
             order.append(label)
         rows[label].append(evs[test_set])
-    base_seconds = rows[("-", "-")][0]["seconds"] if base is not None else None
+    base_runs = rows[("-", "-")] if base is not None else []
+    base_seconds = sum(e["seconds"] for e in base_runs) / len(base_runs) if base_runs else None
     lines = ["| method | reward | runs | WER | Sub | Ins | Del | SS | MOS | seconds | duration ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label in order:
