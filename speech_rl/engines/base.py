@@ -43,6 +43,11 @@ class Rollout:
         """(N,) response lengths in tokens (EOS included)."""
         return self.mask.sum(1).long()
 
+    def response_ids(self) -> list[list[int]]:
+        """Each row's sampled tokens as a list, EOS and padding removed (N lists)."""
+        n_resp = self.lengths - self.finished.long()
+        return [row[: int(k)].tolist() for row, k in zip(self.tokens, n_resp)]
+
     def __post_init__(self):
         n, t = self.tokens.shape
         assert self.logprobs.shape == (n, t) and self.mask.shape == (n, t), \

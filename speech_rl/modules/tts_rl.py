@@ -129,12 +129,6 @@ class TTSRLModule(RLModule):
                 + ([self.waveform_asr] if self.waveform_asr is not None else [])}
 
     # ---- pieces of the step -------------------------------------------------------------
-    @staticmethod
-    def response_tokens(rollout) -> list[list[int]]:
-        """Sampled codes of each row, stop token and padding removed."""
-        n_resp = (rollout.mask.sum(1) - rollout.finished.float()).long()
-        return [row[: int(k)].tolist() for row, k in zip(rollout.tokens, n_resp)]
-
     def recognise(self, tokens: list[list[int]], audio: list[torch.Tensor] | None) -> list[str]:
         """Transcripts of the samples: the token ASR, or the waveform ASR on the audio."""
         if self.waveform_asr is None:
@@ -160,7 +154,7 @@ class TTSRLModule(RLModule):
             rollout = self.engine.generate(prompt, pmask, g, self.train_params)
         texts = [t for t in batch.texts for _ in range(g)]
         speakers = [s for s in batch.speakers for _ in range(g)]
-        tokens = self.response_tokens(rollout)
+        tokens = rollout.response_ids()
         audio = None
         if self.needs_audio:
             with run_phase(self, "flow"):
@@ -234,7 +228,7 @@ class TTSRLModule(RLModule):
         with run_phase(self, "validate"):
             prompt, pmask = self.tts.lm(batch.texts, batch.speakers)
             ro = self.engine.generate(prompt, pmask, 1, self.val_params)
-            tokens = self.response_tokens(ro)
+            tokens = ro.response_ids()
             audio = self.tts.synthesise(tokens, batch.speakers, gen=torch.Generator().manual_seed(0))[0] \
                 if self.waveform_asr is not None else None
             self.val_metric.update(batch.texts, self.recognise(tokens, audio), None)

@@ -62,8 +62,7 @@ def synthesise_texts(system, rows: list[dict], params: SamplingParams, batch_siz
         chunk = rows[s:s + batch_size]
         prompt, mask = system.lm([r["text"] for r in chunk], [r["speaker"] for r in chunk])
         ro = engine.generate(prompt, mask, 1, params)
-        n_resp = (ro.mask.sum(1) - ro.finished.float()).long()
-        toks = [row[: int(k)].tolist() for row, k in zip(ro.tokens, n_resp)]
+        toks = ro.response_ids()
         wavs, _, _ = system.synthesise(toks, [r["speaker"] for r in chunk], gen=gen)
         for r, t, w, f in zip(chunk, toks, wavs, ro.finished):
             out.append({**r, "tokens": t, "audio": w.cpu().numpy().astype(np.float32), "finished": bool(f)})

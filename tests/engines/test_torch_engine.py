@@ -144,3 +144,14 @@ def test_bf16_engine_copy_and_outer_autocast(model, prompts):
     torch.testing.assert_close(lp, r32.logprobs, rtol=0, atol=2e-5)  # autocast did not leak into the engine
     with pytest.raises(ValueError, match="not a torch dtype"):
         TorchEngine(model.llm, eos_id=0, pad_id=1, dtype="bf16")
+
+
+def test_rollout_response_ids_drop_eos_and_padding():
+    import torch
+
+    from speech_rl.engines.base import Rollout
+
+    tokens = torch.tensor([[5, 6, 2, 0], [7, 8, 9, 4]])        # row 0 stopped (EOS 2), row 1 ran out
+    mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 1, 1]])
+    ro = Rollout(tokens, torch.zeros(2, 4), mask, torch.tensor([True, False]), group_size=1)
+    assert ro.response_ids() == [[5, 6], [7, 8, 9, 4]]
