@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +70,37 @@ def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
     return None
 
 
-def load_module_weights(module: torch.nn.Module, path: str | Path, prefix: str, what: str = "model") -> None:
+def config_differences(saved: Any, current: Any, prefix: str = "model") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts, as
+    ``"key: saved -> current"`` (keys absent on one side count; ``init_from`` is ignored)."""
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        out = []
+        for k in sorted(set(saved) | set(current), key=str):
+            if k == "init_from":
+                continue
+            out += config_differences(saved.get(k), current.get(k), f"{prefix}.{k}")
+        return out
+    return [] if saved == current else [f"{prefix}: {saved!r} -> {current!r}"]
+
+
+def load_module_weights(module: torch.nn.Module, path: str | Path, prefix: str, what: str = "model",
+                        config: Mapping | None = None) -> None:
     """Load weights saved by speech-rl into ``module``: a Lightning checkpoint whose
     ``<prefix>.*`` keys are the module, or a plain state dict. A missing file, shape
     mismatches and missing / unexpected keys raise, naming ``what`` (a tied
-    ``lm_head.weight`` may be absent)."""
+    ``lm_head.weight`` may be absent). With ``config`` (the model config being built), a
+    Lightning checkpoint's own ``hyper_parameters["model"]`` is compared with it and every
+    difference is logged as a warning: weights load into a model whose non-weight settings
+    (e.g. ``encoder.chunk_frames``) changed, which may be intended (fine-tuning) or not."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"init_from checkpoint {p} does not exist")
     sd = torch.load(p, map_location="cpu", weights_only=False)
+    saved_cfg = sd.get("hyper_parameters", {}).get("model") if isinstance(sd.get("hyper_parameters"), Mapping) else None
+    if config is not None and saved_cfg is not None:
+        diff = config_differences(_plain(saved_cfg), _plain(config))
+        if diff:
+            log.warning("init_from %s: the %s config differs from the checkpoint's: %s", p, what, "; ".join(diff))
     sd = sd.get("state_dict", sd)
     if any(k.startswith(prefix + ".") for k in sd):
         sd = {k[len(prefix) + 1:]: v for k, v in sd.items() if k.startswith(prefix + ".")}
@@ -90,3 +113,17 @@ def load_module_weights(module: torch.nn.Module, path: str | Path, prefix: str, 
     missing = [k for k in missing if not k.endswith("lm_head.weight")]    # tied to the embeddings
     if missing or unexpected:
         raise ValueError(f"checkpoint {p} does not match the {what}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _plain(cfg: Any) -> Any:
+    """A DictConfig / dict tree as plain Python containers."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(cfg, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:       # pragma: no cover - omegaconf comes with hydra-core
+        pass
+    if isinstance(cfg, Mapping):
+        return {k: _plain(v) for k, v in cfg.items()}
+    return cfg

@@ -5,6 +5,7 @@ to the batch's longest prompt; the response is text tokens followed by EOS.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -127,13 +128,17 @@ def build_audio_llm(tokenizer: Any, encoder: Any, llm: dict, projector: dict | N
     proj = Projector(enc.d_model, lm.get_input_embeddings().embedding_dim, **dict(projector or {}))
     model = AudioLLM(tok, enc, proj, lm)
     if init_from:
-        load_audio_llm_weights(model, init_from)
+        parts = {"tokenizer": tokenizer, "encoder": encoder, "llm": llm, "projector": projector}
+        config = parts if all(isinstance(v, Mapping) or v is None for v in parts.values()) else None
+        load_audio_llm_weights(model, init_from, config)
     return model
 
 
-def load_audio_llm_weights(model: AudioLLM, path: str) -> None:
+def load_audio_llm_weights(model: AudioLLM, path: str, config: Mapping | None = None) -> None:
     """Load weights saved by speech-rl (a Lightning checkpoint whose ``policy.*`` keys are
-    the AudioLLM, or a plain state dict). Shape mismatches are named."""
+    the AudioLLM, or a plain state dict). Shape mismatches are named; with ``config``
+    (``build_audio_llm``'s model config), settings that differ from the checkpoint's are
+    logged as a warning."""
     from speech_rl.checkpoint import load_module_weights
 
-    load_module_weights(model, path, "policy", "model")
+    load_module_weights(model, path, "policy", "model", config=config)

@@ -22,11 +22,22 @@ class ConvTransformerEncoder(nn.Module):
 
     forward: feats (B, T, n_mels), lengths (B,) -> (B, T', d_model), lengths' (B,), with
     ``T' = ceil(ceil(T / 2) / 2)`` (two 3x3 convs, stride 2, padding 1).
+
+    chunk_frames: None (default) lets every frame attend to the whole utterance, with
+    positions 0..T'-1. An int C makes self-attention run within consecutive windows of C
+    frames (C x 40 ms at a 10 ms hop), each with positions 0..C-1: audio of any length then
+    looks to the Transformer like a row of short clips it was trained on (long-audio
+    robustness, as Whisper's 30 s windows), and its cost grows linearly with the length.
+    The conv front end still runs over the whole utterance, so windows see their edges.
     """
 
     def __init__(self, n_mels: int = 80, d_model: int = 144, n_layers: int = 4, n_heads: int = 4,
-                 ff_mult: int = 4, dropout: float = 0.1, conv_channels: int = 64):
+                 ff_mult: int = 4, dropout: float = 0.1, conv_channels: int = 64,
+                 chunk_frames: int | None = None):
         super().__init__()
+        if chunk_frames is not None and int(chunk_frames) < 1:
+            raise ValueError(f"encoder chunk_frames must be a positive number of frames or null, got {chunk_frames!r}")
+        self.chunk_frames = int(chunk_frames) if chunk_frames is not None else None
         self.conv = nn.ModuleList([nn.Conv2d(1, conv_channels, 3, stride=2, padding=1),
                                    nn.Conv2d(conv_channels, conv_channels, 3, stride=2, padding=1)])
         f_out = (n_mels + 1) // 2
@@ -54,10 +65,26 @@ class ConvTransformerEncoder(nn.Module):
             lens = (lens + 1) // 2
         x = self.proj(x.permute(0, 2, 1, 3).reshape(b, x.shape[2], -1))   # (B, T', D)
         out_lens = lens.clamp(max=x.shape[1])
+        if self.chunk_frames is not None:
+            return self.norm(self._chunked(x, out_lens)), out_lens
         x = x + sinusoidal_positions(x.shape[1], self.d_model, x.device)
         pad = torch.arange(x.shape[1], device=x.device)[None] >= out_lens[:, None]
         x = self.layers(x, src_key_padding_mask=pad)
         return self.norm(x), out_lens
+
+    def _chunked(self, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """Transformer layers within windows of ``chunk_frames``: x (B, T', D) -> (B, T', D).
+        Windows holding only padding are not computed (their rows stay zero)."""
+        b, t, d = x.shape
+        c = self.chunk_frames
+        n = -(-t // c)
+        x = nn.functional.pad(x, (0, 0, 0, n * c - t)).reshape(b * n, c, d)
+        x = x + sinusoidal_positions(c, d, x.device)
+        pad = (torch.arange(n * c, device=x.device)[None] >= lens[:, None]).reshape(b * n, c)
+        live = ~pad.all(1)                                     # windows with at least one frame
+        out = torch.zeros_like(x)
+        out[live] = self.layers(x[live], src_key_padding_mask=pad[live])
+        return out.reshape(b, n * c, d)[:, :t]
 
 
 class WhisperAudioEncoder(nn.Module):

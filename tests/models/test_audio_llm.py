@@ -20,6 +20,32 @@ def test_encoder_and_projector_lengths():
     assert p.shape == (2, 9, 16) and plens.tolist() == [9, 4]
 
 
+def test_chunked_encoder_attends_within_windows():
+    torch.manual_seed(0)
+    enc = ConvTransformerEncoder(n_mels=80, d_model=32, n_layers=2, n_heads=4, dropout=0.0, chunk_frames=10).eval()
+    feats, lens = torch.randn(2, 120, 80), torch.tensor([120, 50])       # 30 and 13 frames
+    with torch.no_grad():
+        out, olens = enc(feats, lens)
+        assert out.shape == (2, 30, 32) and olens.tolist() == [30, 13] and torch.isfinite(out).all()
+        # a window does not see features beyond the conv front end's reach (frame 4t +- 8)
+        far = feats.clone()
+        far[0, 60:] += 3.0                               # input frames >= 60 -> encoder frames >= ~13
+        out_far, _ = enc(far, lens)
+        torch.testing.assert_close(out_far[0, :10], out[0, :10], rtol=0, atol=1e-6)
+        assert not torch.allclose(out_far[0, 20:], out[0, 20:])
+        # batch-independent: the 13-frame utterance encodes the same alone (its 3rd window is
+        # partly padding, the other row's 3rd window is full)
+        alone, _ = enc(feats[1:, :50], lens[1:])
+        torch.testing.assert_close(out[1, :13], alone[0], rtol=0, atol=1e-5)
+        # without chunks, every frame sees the whole utterance
+        enc.chunk_frames = None
+        glob, _ = enc(far, lens)
+        glob0, _ = enc(feats, lens)
+        assert not torch.allclose(glob[0, :10], glob0[0, :10])
+    with pytest.raises(ValueError, match="chunk_frames"):
+        ConvTransformerEncoder(n_mels=80, d_model=32, n_layers=1, n_heads=4, chunk_frames=0)
+
+
 def test_padding_does_not_change_an_utterance(model):
     # utterance 0 alone vs in a batch with a longer utterance (left padding of its prompt)
     feats = torch.randn(2, 160, 80)
@@ -54,6 +80,18 @@ def test_init_from_checkpoint_and_shape_mismatch(tmp_path, model):
         build_audio_llm(**bigger, init_from=str(tmp_path / "a.ckpt"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_audio_llm_weights(model, str(tmp_path / "none.ckpt"))
+
+
+def test_init_from_warns_about_settings_that_differ(tmp_path, model, caplog):
+    sd = {f"policy.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": sd, "hyper_parameters": {"model": dict(TINY_MODEL)}}, tmp_path / "a.ckpt")
+    with caplog.at_level("WARNING", logger="speech_rl.checkpoint"):
+        build_audio_llm(**TINY_MODEL, init_from=str(tmp_path / "a.ckpt"))
+    assert "differs" not in caplog.text
+    chunked = dict(TINY_MODEL, encoder=dict(TINY_MODEL["encoder"], chunk_frames=8))
+    with caplog.at_level("WARNING", logger="speech_rl.checkpoint"):
+        build_audio_llm(**chunked, init_from=str(tmp_path / "a.ckpt"))
+    assert "model.encoder.chunk_frames: None -> 8" in caplog.text
 
 
 def test_whisper_encoder_option_builds_from_config():
