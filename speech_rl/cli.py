@@ -113,11 +113,12 @@ def _report(argv: list[str]) -> int:
     p.add_argument("--sets", default="test_short,test_long", help="the two evaluation sets, short then long")
     p.add_argument("--tts", action="store_true", help="Table 2's shape from speech-rl eval-tts files")
     p.add_argument("--tts-set", default="tts_test", help="with --tts: the eval file's name (eval/<name>.json)")
+    p.add_argument("--base-set", help="with --tts: the base runs' eval file name, when not --tts-set")
     a = p.parse_args(argv)
     from speech_rl.report import make_table, make_tts_table
 
     if a.tts:
-        print(make_tts_table([Path(r) for r in a.runs], Path(a.base) if a.base else None, a.tts_set))
+        print(make_tts_table([Path(r) for r in a.runs], Path(a.base) if a.base else None, a.tts_set, a.base_set))
         return 0
     sets = tuple(a.sets.split(","))
     if len(sets) != 2:

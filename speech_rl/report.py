@@ -65,24 +65,28 @@ def tts_run_label(run: Path) -> tuple[str, str]:
     return method, (",".join(names) if names else "-")
 
 
-def make_tts_table(runs: list[Path], base: Path | None = None, test_set: str = "tts_test") -> str:
+def make_tts_table(runs: list[Path], base: Path | None = None, test_set: str = "tts_test",
+                   base_set: str | None = None) -> str:
     """Markdown table in Table 2's shape: method | reward | runs | WER | Sub | Ins | Del |
     SS | MOS | seconds | duration ratio, from ``eval/<test_set>.json`` files written by
     ``speech-rl eval-tts --save``; base first; WER and SS in %, as the paper; the
     duration ratio is to the base row's mean seconds (over the base run and any other
     run labelled as a base, e.g. the base evaluated with other sampling seeds; n/a
-    without ``base``)."""
+    without ``base``). ``base_set``: the base runs' eval file when it has another name
+    (e.g. RL runs evaluated at a given step, ``tts_test_step600``, against a base that
+    has no steps); default ``test_set``."""
     rows: dict[tuple[str, str], list[dict]] = {}
     order: list[tuple[str, str]] = []
     for run in ([base] if base else []) + list(runs):
         evs = load_evals(run)
-        if test_set not in evs:
-            raise FileNotFoundError(f"run {run} has no eval/{test_set}.json (found: {sorted(evs)})")
         label = ("-", "-") if base is not None and run == base else tts_run_label(run)
+        name = (base_set or test_set) if label == ("-", "-") else test_set
+        if name not in evs:
+            raise FileNotFoundError(f"run {run} has no eval/{name}.json (found: {sorted(evs)})")
         if label not in rows:
             rows[label] = []
             order.append(label)
-        rows[label].append(evs[test_set])
+        rows[label].append(evs[name])
     base_runs = rows[("-", "-")] if base is not None else []
     base_seconds = sum(e["seconds"] for e in base_runs) / len(base_runs) if base_runs else None
     lines = ["| method | reward | runs | WER | Sub | Ins | Del | SS | MOS | seconds | duration ratio |",

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from speech_rl.report import make_table, run_label
 from tests.conftest import run_cli
 
@@ -71,6 +73,12 @@ def test_tts_table_has_table2_rows_and_duration_ratio_to_the_base(tmp_path):
     assert lines[4] == ("| GRPO | R1 | 2 | 35.00 ± 1.41 | 17.50 ± 0.71 | 8.75 ± 0.35 | 8.75 ± 0.35 | 79.00 ± 0.00 | n/a "
                         "| 2.00 ± 0.28 | 1.000 ± 0.141 |")
     assert lines[5].startswith("| Combined + filter | R1,R2,R3 | 1 | 28.00 |")
+    # RL runs evaluated at a step (eval/tts_test_step600.json) against the base's own file
+    (cf / "eval" / "tts_test.json").rename(cf / "eval" / "tts_test_step600.json")
+    with pytest.raises(FileNotFoundError, match="base has no eval/tts_test_step600.json"):
+        make_tts_table([cf], base=base, test_set="tts_test_step600")
+    lines = make_tts_table([cf], base=base, test_set="tts_test_step600", base_set="tts_test").splitlines()
+    assert lines[2].startswith("| - | - | 1 | 40.00 |") and lines[3].startswith("| Combined + filter | R1,R2,R3 | 1 | 28.00 |")
 
 
 def test_tts_report_cli_names_a_run_without_the_tts_eval(tmp_path, corpus):
