@@ -96,7 +96,8 @@ def load_module_weights(module: torch.nn.Module, path: str | Path, prefix: str, 
     if not p.is_file():
         raise FileNotFoundError(f"init_from checkpoint {p} does not exist")
     sd = torch.load(p, map_location="cpu", weights_only=False)
-    saved_cfg = sd.get("hyper_parameters", {}).get("model") if isinstance(sd.get("hyper_parameters"), Mapping) else None
+    hp = sd.get("hyper_parameters")
+    saved_cfg = hp.get("model") if isinstance(hp, Mapping) else None
     if config is not None and saved_cfg is not None:
         diff = config_differences(_plain(saved_cfg), _plain(config))
         if diff:
@@ -117,13 +118,10 @@ def load_module_weights(module: torch.nn.Module, path: str | Path, prefix: str, 
 
 def _plain(cfg: Any) -> Any:
     """A DictConfig / dict tree as plain Python containers."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:       # pragma: no cover - omegaconf comes with hydra-core
-        pass
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
     if isinstance(cfg, Mapping):
         return {k: _plain(v) for k, v in cfg.items()}
     return cfg
