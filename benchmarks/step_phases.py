@@ -21,6 +21,7 @@ e.g. the main job's; ``--skip N`` drops its first N steps instead of one.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import resource
 import shutil
@@ -73,7 +74,7 @@ def table(med: dict[str, float], audio_per_step: float, peak_mb: float | None) -
     lines.append(f"| **step** | {step:.4f} | 100% |")
     hs = med.get("handoff", 0.0) + med.get("sync", 0.0)
     lines += ["", f"- hand-off + weight sync: {hs:.4f} s = {100 * hs / step:.2f}% of the step (target <= 5%)"]
-    if audio_per_step == audio_per_step:      # not NaN: the run logs train/audio_seconds (ASR)
+    if not math.isnan(audio_per_step):        # the run logs train/audio_seconds (ASR)
         lines.append(f"- real-time factor: {audio_per_step:.1f} s of audio per step / {step:.3f} s = "
                      f"{audio_per_step / step:.1f} audio seconds per step second")
     if peak_mb is not None:
