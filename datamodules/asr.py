@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -52,6 +54,31 @@ class ManifestDataset(Dataset):
                 "keywords": list(u.keywords) if u.keywords is not None else None, "duration": u.duration}
 
 
+def check_weights(weights: list[float] | None, paths: list) -> list[float]:
+    """``weights`` (one per manifest, >= 0) or all ones; a clear error otherwise."""
+    if weights is None:
+        return [1.0] * len(paths)
+    weights = [float(w) for w in weights]
+    if len(weights) != len(paths):
+        raise ValueError(f"train_weights has {len(weights)} entries for {len(paths)} train manifests {paths}")
+    bad = [w for w in weights if not (w >= 0 and w != float("inf"))]
+    if bad:
+        raise ValueError(f"train_weights must be finite and >= 0, got {weights}")
+    return weights
+
+
+def weighted(items: list, weight: float, seed: str) -> list:
+    """``items`` repeated ``floor(weight)`` times, plus a seeded share ``weight - floor(weight)``
+    of them (the same share every call for the same seed).
+
+    >>> len(weighted(list(range(10)), 2.5, "s")), weighted(list(range(4)), 0.0, "s")
+    (25, [])
+    """
+    whole = int(weight)
+    extra = round((weight - whole) * len(items))
+    return items * whole + random.Random(seed).sample(items, extra)
+
+
 def collate_asr(items: list[dict]) -> ASRBatch:
     feats, lens = pad_features([it["feats"] for it in items])
     return ASRBatch(feats, lens, [it["text"] for it in items], [it["id"] for it in items],
@@ -67,6 +94,10 @@ class ASRDataModule(L.LightningDataModule):
         batch_size: prompts per step for RL (each is sampled ``group_size`` times).
         on_bad_row / check_audio / max_duration: see ``read_manifest``.
         bucket_by_length: batch utterances of similar duration (less padding).
+        train_weights: one weight per train manifest (default all 1): an epoch holds each
+            of that manifest's utterances ``floor(w)`` times plus a seeded, fixed share
+            ``w - floor(w)`` of them once more; 0 leaves the manifest out. Oversamples a
+            small split (long audio) or thins a large one without writing new manifests.
         synth: if given (a dict of ``synth_corpus`` arguments: ``out_dir``, ``splits``,
             ``seed``), missing manifests are synthesised with eSpeak NG first — the
             embedded default.
@@ -76,7 +107,8 @@ class ASRDataModule(L.LightningDataModule):
                  val_batch_size: int | None = None, sample_rate: int = 16000, n_mels: int = 80,
                  num_workers: int = 0, on_bad_row: str = "skip", check_audio: str = "full",
                  max_duration: float | None = 30.0, shuffle: bool = True, seed: int = 0,
-                 bucket_by_length: bool = False, synth: dict | None = None):
+                 bucket_by_length: bool = False, synth: dict | None = None,
+                 train_weights: list[float] | None = None):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.train_set: ManifestDataset | None = None
@@ -90,21 +122,27 @@ class ASRDataModule(L.LightningDataModule):
 
             synth_corpus(s["out_dir"], dict(s["splits"]), seed=int(s.get("seed", 0)))
 
-    def _load(self, paths: str | list[str]) -> ManifestDataset:
+    def _load(self, paths: str | list[str], weights: list[float] | None = None) -> ManifestDataset:
         h = self.hparams
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        weights = check_weights(weights, paths)
         utts, seen, repeated = [], set(), 0
-        for path in [paths] if isinstance(paths, str) else list(paths):
+        for path, w in zip(paths, weights):
             u, bad = read_manifest(path, on_bad_row=h.on_bad_row, check_audio=h.check_audio,
                                    sample_rate=h.sample_rate, max_duration=h.max_duration)
             self.bad_rows[str(path)] = bad
+            kept = []
             for x in u:                    # several manifests are a union (RL subsets overlap)
                 if x.id in seen:
                     repeated += 1
                     continue
                 seen.add(x.id)
-                utts.append(x)
+                kept.append(x)
+            utts.extend(weighted(kept, w, seed=f"{h.seed}-{Path(path).name}"))
         if repeated:
             log.info("%d utterances listed in more than one of %s were kept once", repeated, paths)
+        if not utts:
+            raise ValueError(f"no utterances left in {paths} (weights {weights})")
         return self.make_dataset(utts, paths)
 
     def make_dataset(self, utts: list[Utterance], paths: str | list[str]) -> Dataset:
@@ -115,7 +153,7 @@ class ASRDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
-            self.train_set = self._load(self.hparams.train_manifest)
+            self.train_set = self._load(self.hparams.train_manifest, self.hparams.train_weights)
         if self.val_set is None and self.hparams.val_manifest and stage in (None, "fit", "validate"):
             self.val_set = self._load(self.hparams.val_manifest)
 

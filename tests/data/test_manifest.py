@@ -174,3 +174,26 @@ def test_resume_at_an_epoch_boundary_neither_skips_nor_repeats_an_epoch():
     next_epoch.load_state_dict(state)
     next_epoch.batch_sampler.set_epoch(1)             # Lightning moved to epoch 1 itself
     assert [b.tolist() for b in next_epoch] == epoch1
+
+
+def test_train_weights_oversample_and_thin_manifests(corpus):
+    from collections import Counter
+
+    from datamodules import ASRDataModule
+
+    train, val = str(corpus / "embedded" / "train.jsonl"), str(corpus / "embedded" / "val.jsonl")
+
+    def ids(weights, seed=0):
+        dm = ASRDataModule([train, val], check_audio="header", train_weights=weights, seed=seed)
+        dm.setup("fit")
+        return Counter(u.id for u in dm.train_set.utts)
+
+    c = ids([0.5, 2])                                  # 24 train utts thinned to 12, 8 val utts twice
+    assert sum(n for k, n in c.items() if k.startswith("train")) == 12
+    assert {n for k, n in c.items() if k.startswith("train")} == {1}
+    assert [n for k, n in c.items() if k.startswith("val")] == [2] * 8
+    assert ids([0.5, 2]) == c and ids([0.5, 2], seed=1) != c      # the thinned share is seeded
+    assert sum(ids(None).values()) == 32 and ids([1, 0]).keys() == {k for k in ids(None) if k.startswith("train")}
+    for bad, msg in (([1.0], "2 train manifests"), ([1.0, -1.0], ">= 0"), ([0, 0], "no utterances")):
+        with pytest.raises(ValueError, match=msg):
+            ids(bad)
