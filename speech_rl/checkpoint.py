@@ -125,3 +125,32 @@ def _plain(cfg: Any) -> Any:
     if isinstance(cfg, Mapping):
         return {k: _plain(v) for k, v in cfg.items()}
     return cfg
+
+
+def export_weights(src: str | Path, dst: str | Path, dtype: str = "float16",
+                   prefixes: tuple[str, ...] = ("policy.", "ctc_head.")) -> dict:
+    """Write a small, shippable copy of a speech-rl checkpoint: its ``hyper_parameters``
+    and the ``state_dict`` entries under ``prefixes`` (the model and the CTC head; no
+    optimiser, reference model or loop state) with floating tensors cast to ``dtype``.
+
+    Every loader that reads a checkpoint (``model.init_from``, ``speech-rl eval``,
+    ``load_ctc_head``) reads the copy; weights are cast back to the model's dtype on load.
+    Returns {"tensors", "bytes", "source_step"}. ``dst`` is written atomically.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FileNotFoundError(f"checkpoint {src} does not exist")
+    if dtype not in ("float16", "bfloat16", "float32"):
+        raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
+    ck = torch.load(src, map_location="cpu", weights_only=False)
+    if "hyper_parameters" not in ck or "state_dict" not in ck:
+        raise ValueError(f"{src} is not a speech-rl (Lightning) checkpoint: no hyper_parameters / state_dict")
+    cast = getattr(torch, dtype)
+    sd = {k: (v.to(cast) if v.is_floating_point() else v).clone() for k, v in ck["state_dict"].items()
+          if k.startswith(prefixes)}
+    if not sd:
+        raise ValueError(f"{src} has no weights under {prefixes}")
+    atomic_torch_save({"hyper_parameters": ck["hyper_parameters"], "state_dict": sd,
+                       "speech_rl_export": {"source": str(src), "global_step": ck.get("global_step"),
+                                            "dtype": dtype}}, dst)
+    return {"tensors": len(sd), "bytes": dst.stat().st_size, "source_step": ck.get("global_step")}

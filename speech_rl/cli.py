@@ -1,14 +1,15 @@
 """``speech-rl`` command line.
 
   speech-rl train [hydra overrides...]        Hydra app (configs/train.yaml); -m for multirun
-  speech-rl eval MANIFEST CHECKPOINT [--json] [--hyp-out FILE] [--save RUN/eval/SET.json]
+  speech-rl eval MANIFEST CHECKPOINT [--json] [--hyp-out FILE] [--save RUN/eval/SET.json] [--decoder ctc]
   speech-rl report RUN... [--base RUN] [--tts] Table 1 (ASR) / Table 2 (TTS) shaped markdown table
-  speech-rl pipeline [--work DIR --scale X]   ASR: synth -> base -> RL data -> GRPO -> table
+  speech-rl pipeline [--work DIR --scale X --base CKPT]   ASR: synth -> base -> RL data -> GRPO -> table
   speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr]
   speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
   speech-rl data tokenize MANIFEST... --tokenizer TOK.pt [--fit --codebook-size K]   TTS acoustic tokens
   speech-rl eval-tts TEXTS.jsonl TTS.ckpt --asr ASR.ckpt [--reference M.jsonl --mos --wav-dir DIR --save F]
   speech-rl plot RUN... [--tags a,b --smooth 0.6 --out stability.png]   stability curves (Figure 3)
+  speech-rl export CKPT OUT [--dtype float16]  small shippable copy (hyper-parameters + model weights)
 
 ``lightning run`` (removed in Lightning 2.5.1) is replaced by ``speech-rl train``: the
 Trainer starts its own processes for ``trainer.devices>1``; for several nodes launch
@@ -61,12 +62,19 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) bad manifest rows instead of stopping")
+    p.add_argument("--decoder", choices=["llm", "ctc"], default="llm",
+                   help="llm: greedy decoding by the audio LLM (default); ctc: greedy CTC of the encoder's "
+                   "auxiliary head (supervised base checkpoints only), a fast second system for data select")
     a = p.parse_args(argv)
-    from speech_rl.evaluate import format_table, load_policy, score, transcribe_manifest, write_hyps
+    from speech_rl.evaluate import (ctc_transcribe_manifest, format_table, load_ctc_head, load_policy, score,
+                                    transcribe_manifest, write_hyps)
 
     policy = load_policy(a.checkpoint)
-    rows = transcribe_manifest(policy, a.manifest, a.batch_size, a.max_new_tokens,
-                               on_bad_row="skip" if a.skip_bad_rows else "error")
+    bad = "skip" if a.skip_bad_rows else "error"
+    if a.decoder == "ctc":
+        rows = ctc_transcribe_manifest(policy, load_ctc_head(a.checkpoint, policy), a.manifest, a.batch_size, bad)
+    else:
+        rows = transcribe_manifest(policy, a.manifest, a.batch_size, a.max_new_tokens, on_bad_row=bad)
     res = score(rows)
     if a.hyp_out:
         write_hyps(rows, a.hyp_out)
@@ -245,6 +253,7 @@ def _pipeline(argv: list[str]) -> int:
     p.add_argument("--work", default="data/asr_pipeline")
     p.add_argument("--scale", type=float, default=1.0, help="corpus and subset sizes x this")
     p.add_argument("--base-steps", type=int, default=2000)
+    p.add_argument("--base", help="use this supervised base checkpoint (it needs its CTC head) instead of training one")
     p.add_argument("--rl-steps", type=int, default=150)
     p.add_argument("--sizes", default="D0=200,D1=200,D2=150,D3=200")
     p.add_argument("--seed", type=int, default=0)
@@ -254,12 +263,27 @@ def _pipeline(argv: list[str]) -> int:
     from speech_rl.pipeline import run_pipeline
 
     print(run_pipeline(a.work, a.scale, a.base_steps, a.rl_steps, a.rl_overrides, a.sizes, a.seed,
-                       a.max_new_tokens))
+                       a.max_new_tokens, a.base))
+    return 0
+
+
+def _export(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speech-rl export", description="a small copy of a checkpoint to ship: "
+                                "hyper-parameters + model and CTC-head weights (no optimiser or loop state)")
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    a = p.parse_args(argv)
+    from speech_rl.checkpoint import export_weights
+
+    info = export_weights(a.checkpoint, a.out, a.dtype)
+    print(f"wrote {a.out}: {info['tensors']} tensors, {info['bytes'] / 2**20:.1f} MiB ({a.dtype}), "
+          f"from step {info['source_step']} of {a.checkpoint}")
     return 0
 
 
 COMMANDS = {"train": _train, "eval": _eval, "data": _data, "report": _report, "pipeline": _pipeline,
-            "plot": _plot, "eval-tts": _eval_tts}
+            "plot": _plot, "eval-tts": _eval_tts, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

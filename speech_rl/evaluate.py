@@ -46,6 +46,59 @@ def transcribe_manifest(policy: AudioLLM, manifest: str | Path, batch_size: int 
     return out
 
 
+def load_ctc_head(checkpoint: str | Path, policy: AudioLLM) -> torch.nn.Linear:
+    """The encoder's CTC head (``ctc_head.*``) stored in a supervised (``asr_sft``) checkpoint.
+
+    Its greedy output is a second, non-autoregressive ASR system read from the same
+    checkpoint: it cannot loop or invent sentences, so where it and the LLM decoder disagree
+    the LLM has likely lost its place (RL data construction, ``speech-rl data select``).
+    """
+    sd = torch.load(checkpoint, map_location="cpu", weights_only=False).get("state_dict", {})
+    if "ctc_head.weight" not in sd:
+        raise ValueError(f"checkpoint {checkpoint} has no CTC head (ctc_head.weight): only a supervised base "
+                         "trained with ctc_weight > 0 (experiment=asr_sft_base) has one")
+    w = sd["ctc_head.weight"]
+    vocab, dim = policy.tokenizer.vocab_size, policy.encoder.d_model
+    if tuple(w.shape) != (vocab, dim):
+        raise ValueError(f"checkpoint {checkpoint}: ctc_head.weight has shape {tuple(w.shape)}, the model's "
+                         f"tokenizer and encoder need ({vocab}, {dim})")
+    head = torch.nn.Linear(dim, vocab)
+    head.load_state_dict({"weight": w, "bias": sd["ctc_head.bias"]})
+    return head.eval()
+
+
+def ctc_greedy(best: list[int], blank: int) -> list[int]:
+    """Collapse a frame-wise best path: merge repeats, then drop blanks.
+
+    >>> ctc_greedy([0, 5, 5, 0, 5, 7, 7, 0], blank=0)
+    [5, 5, 7]
+    """
+    out, prev = [], None
+    for t in best:
+        if t != prev and t != blank:
+            out.append(t)
+        prev = t
+    return out
+
+
+@torch.no_grad()
+def ctc_transcribe_manifest(policy: AudioLLM, head: torch.nn.Linear, manifest: str | Path, batch_size: int = 16,
+                            on_bad_row: str = "error") -> list[dict]:
+    """Greedy CTC transcripts of the encoder (blank = the tokenizer's pad id, as in training):
+    rows {id, ref, hyp, keywords} in manifest order, like ``transcribe_manifest``."""
+    utts, _ = read_manifest(manifest, on_bad_row=on_bad_row, check_audio="full")
+    ds = ManifestDataset(utts, n_mels=policy.encoder.n_mels)
+    tok = policy.tokenizer
+    out = []
+    for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate_asr):
+        frames, lens = policy.encode(batch.feats, batch.feat_lens)        # (B, T', D), (B,)
+        best = head(frames).argmax(-1)                                     # (B, T')
+        for k, (uid, ref, kws) in enumerate(zip(batch.ids, batch.texts, batch.keywords)):
+            hyp = tok.decode(ctc_greedy(best[k, : int(lens[k])].tolist(), tok.pad_id))
+            out.append({"id": uid, "ref": ref, "hyp": hyp, "keywords": kws})
+    return out
+
+
 def score(rows: list[dict]) -> dict[str, float]:
     """Corpus WER / Sub / Ins / Del and keyword recall of transcript rows."""
     m = ASRErrorRates(TextNormalizer())
@@ -75,4 +128,4 @@ def write_hyps(rows: list[dict], path: str | Path) -> None:
     tmp.replace(p)
 
 
-__all__ = ["load_policy", "transcribe_manifest", "score", "format_table", "write_hyps"]
+__all__ = ["load_policy", "transcribe_manifest", "load_ctc_head", "ctc_greedy", "ctc_transcribe_manifest", "score", "format_table", "write_hyps"]

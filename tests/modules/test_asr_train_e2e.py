@@ -113,3 +113,10 @@ def test_eval_names_the_row_and_file_that_is_missing(tiny_run, corpus, tmp_path)
                    check=False)
     assert proc.returncode == 2
     assert "u-42" in proc.stderr and str(tmp_path / "gone" / "missing.wav") in proc.stderr
+
+
+def test_eval_ctc_decoder_names_a_checkpoint_without_a_ctc_head(tiny_run, corpus, tmp_path):
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"                 # a GRPO run: no CTC head
+    proc = run_cli("eval", str(corpus / "embedded" / "val.jsonl"), str(ckpt), "--decoder", "ctc", cwd=tmp_path,
+                   data_dir=corpus, check=False)
+    assert proc.returncode == 2 and "has no CTC head" in proc.stderr and str(ckpt) in proc.stderr
