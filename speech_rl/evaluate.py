@@ -29,17 +29,27 @@ def load_policy(checkpoint: str | Path) -> AudioLLM:
     return policy.eval()
 
 
+def _batches(ds: ManifestDataset, batch_size: int, progress: bool, desc: str):
+    loader = DataLoader(ds, batch_size=batch_size, collate_fn=collate_asr)
+    if not progress:
+        return loader
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, unit="batch", leave=False)
+
+
 @torch.no_grad()
 def transcribe_manifest(policy: AudioLLM, manifest: str | Path, batch_size: int = 16, max_new_tokens: int = 128,
-                        on_bad_row: str = "error") -> list[dict]:
-    """Greedy transcripts: a list of {id, ref, hyp, keywords} in manifest order."""
+                        on_bad_row: str = "error", progress: bool = False) -> list[dict]:
+    """Greedy transcripts: a list of {id, ref, hyp, keywords} in manifest order
+    (``progress``: a tqdm bar over the batches on stderr)."""
     # decode every file first: a bad row (even NaN samples) is found before any transcription
     utts, _ = read_manifest(manifest, on_bad_row=on_bad_row, check_audio="full")
     ds = ManifestDataset(utts, n_mels=policy.encoder.n_mels)
     engine = TorchEngine(policy.llm, policy.tokenizer.eos_id, policy.tokenizer.pad_id)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     out = []
-    for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate_asr):
+    for batch in _batches(ds, batch_size, progress, f"decode {Path(manifest).name}"):
         hyps = policy.transcribe(batch.feats, batch.feat_lens, engine, params)
         for uid, ref, kws, hyp in zip(batch.ids, batch.texts, batch.keywords, hyps):
             out.append({"id": uid, "ref": ref, "hyp": hyp, "keywords": kws})
@@ -83,14 +93,14 @@ def ctc_greedy(best: list[int], blank: int) -> list[int]:
 
 @torch.no_grad()
 def ctc_transcribe_manifest(policy: AudioLLM, head: torch.nn.Linear, manifest: str | Path, batch_size: int = 16,
-                            on_bad_row: str = "error") -> list[dict]:
+                            on_bad_row: str = "error", progress: bool = False) -> list[dict]:
     """Greedy CTC transcripts of the encoder (blank = the tokenizer's pad id, as in training):
     rows {id, ref, hyp, keywords} in manifest order, like ``transcribe_manifest``."""
     utts, _ = read_manifest(manifest, on_bad_row=on_bad_row, check_audio="full")
     ds = ManifestDataset(utts, n_mels=policy.encoder.n_mels)
     tok = policy.tokenizer
     out = []
-    for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate_asr):
+    for batch in _batches(ds, batch_size, progress, f"CTC {Path(manifest).name}"):
         frames, lens = policy.encode(batch.feats, batch.feat_lens)        # (B, T', D), (B,)
         best = head(frames).argmax(-1)                                     # (B, T')
         for k, (uid, ref, kws) in enumerate(zip(batch.ids, batch.texts, batch.keywords)):

@@ -24,3 +24,17 @@ def test_pipeline_tiny(tmp_path, corpus):
     again = run_cli("pipeline", "--work", str(w), "--scale", "0.01", "--max-new-tokens", "40", "--sizes", "D0=100,D1=100,D2=100,D3=100",
                     cwd=tmp_path, data_dir=corpus, timeout=300).stdout
     assert again.splitlines()[:3] == out.splitlines()[:3]
+    # a given base: no base training and no training splits; the CTC head is the second system
+    w2 = tmp_path / "w2"
+    out2 = run_cli("pipeline", "--work", str(w2), "--base", str(w / "base" / "base.ckpt"), "--scale", "0.01",
+                   "--rl-steps", "2", "--max-new-tokens", "40", "--sizes", "D0=100,D1=100,D2=100,D3=100",
+                   "trainer.val_check_interval=2", "data.batch_size=2", "rollout.max_new_tokens=24",
+                   "rollout.val_max_new_tokens=24", cwd=tmp_path, data_dir=corpus, timeout=600).stdout
+    assert out2.splitlines()[2] == out.splitlines()[2]            # the same base row
+    assert not (w2 / "runs" / "base").exists() and not (w2 / "data" / "asr" / "train.jsonl").exists()
+    assert (w2 / "data" / "asr" / "test_long.jsonl").exists()
+    assert {p.name for p in (w2 / "hyps").iterdir()} == {"llm.jsonl", "ctc.jsonl"}
+    missing = run_cli("pipeline", "--work", str(tmp_path / "w3"), "--base", str(tmp_path / "nope.ckpt"),
+                      cwd=tmp_path, data_dir=corpus, check=False)
+    assert missing.returncode == 2 and "nope.ckpt does not exist" in missing.stderr
+    assert not (tmp_path / "w3").exists()
