@@ -38,6 +38,12 @@ def _train(args: list[str], data_dir: Path, run_dir: Path) -> None:
         raise RuntimeError(f"stage failed: speech-rl train {' '.join(args)} (log: {run_dir.parent / run_dir.name}.log)")
 
 
+def _done(timings: dict[str, float], stage: str, t0: float) -> None:
+    """Record a stage's seconds since ``t0`` and log them as ``[i/7] stage: N s``."""
+    timings[stage] = time.perf_counter() - t0
+    log.info("[%d/7] %s: %.0f s", len(timings), stage, timings[stage])
+
+
 EVAL_AND_RL_SPLITS = ("val", "test_short", "test_long", "rl_pool", "rl_pool_long")
 
 
@@ -71,8 +77,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     if base is not None:             # no base training: only what RL, selection and evaluation read
         splits = {k: v for k, v in splits.items() if k in EVAL_AND_RL_SPLITS}
     synth_corpus(corpus, splits, seed=0)
-    timings["synth"] = time.perf_counter() - t
-    log.info("[%d/7] %s: %.0f s", 1, "synth", timings["synth"])
+    _done(timings, "synth", t)
 
     t = time.perf_counter()
     base_dir = work / "base"
@@ -89,18 +94,17 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
                 f"seed={seed}"], data, run)
         base_dir.mkdir(exist_ok=True)
         shutil.copy(run / "checkpoints" / "last.ckpt", base_ckpt)
-    timings["base"] = time.perf_counter() - t
-    log.info("[%d/7] %s: %.0f s", 2, "base", timings["base"])
+    _done(timings, "base", t)
 
     t = time.perf_counter()
     hyp_dir = work / "hyps"
     hyp_dir.mkdir(exist_ok=True)
     pools = [corpus / "rl_pool.jsonl", corpus / "rl_pool_long.jsonl"]
-    systems = []
+    systems, policy = [], None
     for name in ("llm", "ctc"):
         out = hyp_dir / f"{name}.jsonl"
         if not out.exists():
-            policy = load_policy(base_ckpt)
+            policy = policy or load_policy(base_ckpt)
             if name == "ctc":
                 head = load_ctc_head(base_ckpt, policy)
                 rows = [r for p in pools for r in ctc_transcribe_manifest(policy, head, p, batch_size=32, progress=True)]
@@ -109,8 +113,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
                                                                       max_new_tokens=max_new_tokens)]
             write_hyps(rows, out)
         systems.append({json.loads(x)["id"]: json.loads(x)["hyp"] for x in out.read_text().splitlines()})
-    timings["hyps"] = time.perf_counter() - t
-    log.info("[%d/7] %s: %.0f s", 3, "hyps", timings["hyps"])
+    _done(timings, "hyps", t)
 
     t = time.perf_counter()
     rl_dir = corpus / "rl"
@@ -122,8 +125,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     for name, utts in subsets.items():
         write_manifest(rl_dir / f"{name}.jsonl", [utterance_row(u) for u in utts])
     (rl_dir / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
-    timings["select"] = time.perf_counter() - t
-    log.info("[%d/7] %s: %.0f s", 4, "select", timings["select"])
+    _done(timings, "select", t)
 
     t = time.perf_counter()
     rl_run = work / "runs" / "rl"
@@ -131,8 +133,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
         rl_run.mkdir(parents=True, exist_ok=True)
         _train(["experiment=asr_rl", f"model.init_from={base_ckpt}", f"paths.rl_dir={rl_dir}",
                 f"trainer.max_steps={rl_steps}", f"seed={seed}", *(rl_overrides or [])], data, rl_run)
-    timings["rl"] = time.perf_counter() - t
-    log.info("[%d/7] %s: %.0f s", 5, "rl", timings["rl"])
+    _done(timings, "rl", t)
 
     t = time.perf_counter()
     base_eval = work / "runs" / "base_eval"
@@ -148,8 +149,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
             out.write_text(json.dumps(dict(score(rows), manifest=str(corpus / f"{s}.jsonl"), checkpoint=str(ckpt)),
                                       indent=2) + "\n")
             write_hyps(rows, run / "eval" / f"{s}.hyps.jsonl")
-    timings["eval"] = time.perf_counter() - t
-    log.info("[%d/7] %s: %.0f s", 6, "eval", timings["eval"])
+    _done(timings, "eval", t)
     table = make_table([rl_run], base=base_eval)
     summary = "\n".join([table, "", "stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
                          f"RL subsets: {report['selected']} (qualified {report['qualified']})"])
