@@ -128,6 +128,10 @@ class ASRDataModule(L.LightningDataModule):
         weights = check_weights(weights, paths)
         utts, seen, repeated = [], set(), 0
         for path, w in zip(paths, weights):
+            if len(paths) > 1 and Path(path).is_file() and not Path(path).read_text().strip():
+                # a union may hold an empty subset (e.g. no utterance qualified as D1)
+                log.warning("manifest %s is empty; the union %s goes on without it", path, paths)
+                continue
             u, bad = read_manifest(path, on_bad_row=h.on_bad_row, check_audio=h.check_audio,
                                    sample_rate=h.sample_rate, max_duration=h.max_duration)
             self.bad_rows[str(path)] = bad

@@ -3,7 +3,7 @@
   speech-rl train [hydra overrides...]        Hydra app (configs/train.yaml); -m for multirun
   speech-rl eval MANIFEST CHECKPOINT [--json] [--hyp-out FILE] [--save RUN/eval/SET.json] [--decoder ctc]
   speech-rl report RUN... [--base RUN] [--tts] Table 1 (ASR) / Table 2 (TTS) shaped markdown table
-  speech-rl pipeline [--work DIR --scale X --base CKPT]   ASR: synth -> base -> RL data -> GRPO -> table
+  speech-rl pipeline [--work DIR --base shipped|train|CKPT]   ASR: synth -> base -> RL data -> GRPO -> table
   speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr]
   speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
   speech-rl data tokenize MANIFEST... --tokenizer TOK.pt [--fit --codebook-size K]   TTS acoustic tokens
@@ -252,9 +252,13 @@ def _pipeline(argv: list[str]) -> int:
                                 "RL subsets -> GRPO -> evaluation table, each stage cached in WORK.")
     p.add_argument("--work", default="data/asr_pipeline")
     p.add_argument("--scale", type=float, default=1.0, help="corpus and subset sizes x this")
-    p.add_argument("--base-steps", type=int, default=2000)
-    p.add_argument("--base", help="use this supervised base checkpoint (it needs its CTC head) instead of training one")
-    p.add_argument("--rl-steps", type=int, default=150)
+    p.add_argument("--base", default="shipped",
+                   help="shipped (default): the base in speech_rl/assets (see its README); train: train one here "
+                   "(experiment=asr_sft_base, then asr_sft_long); or a supervised base checkpoint with its CTC head")
+    p.add_argument("--base-steps", type=int, default=2000, help="with --base train: stage 1 steps")
+    p.add_argument("--base-long-steps", type=int, default=400, help="with --base train: stage 2 steps (0 skips it)")
+    p.add_argument("--experiment", default="asr_rl_best", help="the RL experiment config")
+    p.add_argument("--rl-steps", type=int, help="RL steps (default: the experiment's trainer.max_steps)")
     p.add_argument("--sizes", default="D0=200,D1=200,D2=150,D3=200")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=512, help="greedy decoding limit for hypotheses and eval")
@@ -263,7 +267,7 @@ def _pipeline(argv: list[str]) -> int:
     from speech_rl.pipeline import run_pipeline
 
     print(run_pipeline(a.work, a.scale, a.base_steps, a.rl_steps, a.rl_overrides, a.sizes, a.seed,
-                       a.max_new_tokens, a.base))
+                       a.max_new_tokens, a.base, a.base_long_steps, a.experiment))
     return 0
 
 

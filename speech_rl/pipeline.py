@@ -1,18 +1,22 @@
 """`speech-rl pipeline`: the ASR half of the paper end to end, each stage cached in a
 work folder so that a rerun skips what exists:
 
-  1 synth   the ASR corpus (configs/data/asr_corpus.yaml, scaled by ``scale``)
-  2 base    supervised base model (experiment=asr_sft_base), reused if base.ckpt exists,
-            or a given checkpoint (``base=``: the shipped one, see README)
+  1 synth   the ASR corpus (configs/data/asr_corpus.yaml, scaled by ``scale``); with a
+            given base only the splits RL, selection and evaluation read
+  2 base    ``base="shipped"`` (default): the base shipped in speech_rl/assets (its
+            provenance in speech_rl/assets/README.md); a path: that checkpoint;
+            ``"train"``: train one here, experiment=asr_sft_base then
+            experiment=asr_sft_long, each reused if its checkpoint exists
   3 hyps    greedy transcripts of the RL pool by two systems: the base's LLM decoder and
             its encoder's CTC head (non-autoregressive: it cannot loop or invent sentences)
   4 select  D0-D3 (speech-rl data select rules)
-  5 rl      GRPO from the base (experiment=asr_rl plus ``rl_overrides``)
+  5 rl      GRPO from the base (``experiment``, default asr_rl_best, plus ``rl_overrides``)
   6 eval    base and RL model on the held-out-voice short and long test sets
   7 report  Table 1-shaped markdown table
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,15 +31,76 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 
+SHIPPED_BASE = Path(__file__).parent / "assets" / "asr_base.pt"
+
+
 def _train(args: list[str], data_dir: Path, run_dir: Path) -> None:
+    """``speech-rl train ARGS`` in a child process with its output (progress bar
+    included) both shown on stderr and kept in ``RUN_DIR.log``."""
     env = dict(os.environ, SPEECH_RL_DATA=str(data_dir))
-    cmd = [sys.executable, "-m", "speech_rl.cli", "train", *args, f"hydra.run.dir={run_dir}",
-           "trainer.enable_progress_bar=false"]
-    log.info("running: speech-rl train %s", " ".join(args))
-    with (run_dir.parent / f"{run_dir.name}.log").open("w") as f:
-        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    cmd = [sys.executable, "-m", "speech_rl.cli", "train", *args, f"hydra.run.dir={run_dir}"]
+    log_path = run_dir.parent / f"{run_dir.name}.log"
+    log.info("running: speech-rl train %s (log: %s)", " ".join(args), log_path)
+    with log_path.open("wb") as f, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                                     stderr=subprocess.STDOUT) as proc:
+        while chunk := proc.stdout.read1(65536):
+            f.write(chunk)
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
     if proc.returncode != 0:
-        raise RuntimeError(f"stage failed: speech-rl train {' '.join(args)} (log: {run_dir.parent / run_dir.name}.log)")
+        raise RuntimeError(f"stage failed: speech-rl train {' '.join(args)} (log: {log_path})")
+
+
+def resolve_base(base: str | Path | None) -> Path | None:
+    """The base checkpoint a pipeline starts from: ``"shipped"`` -> the packaged one,
+    ``"train"`` or None -> None (train it), anything else must be an existing file."""
+    if base is None or str(base) == "train":
+        return None
+    if str(base) == "shipped":
+        if not SHIPPED_BASE.is_file():
+            raise FileNotFoundError(f"the shipped base {SHIPPED_BASE} is missing from this install; "
+                                    "reinstall speech-rl or pass --base CKPT / --base train")
+        return SHIPPED_BASE
+    if not Path(base).is_file():
+        raise FileNotFoundError(f"base checkpoint {base} does not exist")
+    return Path(base).resolve()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_work_base(work: Path, base_ckpt: Path) -> None:
+    """Tie a work folder to one base: hypotheses, RL subsets, RL run and evaluations made
+    from another base must not be reused. The first call records the base's sha256 in
+    ``WORK/base.json``; a later call with a different base raises, naming both."""
+    record = work / "base.json"
+    digest = _sha256(base_ckpt)
+    if record.is_file():
+        old = json.loads(record.read_text())
+        if old["sha256"] != digest:
+            raise ValueError(f"work folder {work} holds stages made from base {old['path']} (sha256 "
+                             f"{old['sha256'][:12]}), not {base_ckpt} (sha256 {digest[:12]}): use another --work")
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"path": str(base_ckpt), "sha256": digest}, indent=2) + "\n")
+
+
+def summary_line(base: dict, rl: dict, sets: tuple[str, str] = ("test_long", "test_short")) -> str:
+    """One line comparing the RL model with its base from their ``eval/<set>.json``
+    metrics (fractions, as ``speech-rl eval --save`` writes them): relative change of
+    WER and the changes of insertions and deletions, in %."""
+    parts = []
+    for s in sets:
+        b, r = base[s], rl[s]
+        rel = 100.0 * (r["wer"] - b["wer"]) / b["wer"] if b["wer"] else float("nan")
+        parts.append(f"{s} WER {100 * b['wer']:.2f} -> {100 * r['wer']:.2f} ({rel:+.1f}% rel), "
+                     f"Ins {100 * b['ins']:.2f} -> {100 * r['ins']:.2f}, Del {100 * b['del']:.2f} -> {100 * r['del']:.2f}")
+    return "RL vs base: " + "; ".join(parts)
 
 
 def _done(timings: dict[str, float], stage: str, t0: float) -> None:
@@ -56,9 +121,14 @@ def corpus_splits(scale: float) -> dict:
     return splits
 
 
-def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, rl_steps: int = 150,
+def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, rl_steps: int | None = None,
                  rl_overrides: list[str] | None = None, sizes: str = "D0=200,D1=200,D2=150,D3=200",
-                 seed: int = 0, max_new_tokens: int = 512, base: str | Path | None = None) -> str:
+                 seed: int = 0, max_new_tokens: int = 512, base: str | Path | None = "shipped",
+                 base_long_steps: int = 400, experiment: str = "asr_rl_best") -> str:
+    """Run (or resume) the pipeline in ``work``; returns the summary (also in
+    ``WORK/report.md``). ``base``: "shipped", "train" or a checkpoint path;
+    ``base_steps`` / ``base_long_steps``: the two base stages' steps when training
+    (0 skips stage 2); ``rl_steps``: None keeps the experiment's ``trainer.max_steps``."""
     from speech_rl.data.manifest import read_manifest, write_manifest
     from speech_rl.data.select import SelectionRules, select_subsets, utterance_row
     from speech_rl.data.synth import synth_corpus
@@ -69,31 +139,22 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     work = Path(work).resolve()
     data = work / "data"
     corpus = data / "asr"
-    if base is not None and not Path(base).is_file():
-        raise FileNotFoundError(f"base checkpoint {base} does not exist")
+    given = resolve_base(base)
+    if given is not None:
+        check_work_base(work, given)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     splits = corpus_splits(scale)
-    if base is not None:             # no base training: only what RL, selection and evaluation read
+    if given is not None:            # no base training: only what RL, selection and evaluation read
         splits = {k: v for k, v in splits.items() if k in EVAL_AND_RL_SPLITS}
     synth_corpus(corpus, splits, seed=0)
     _done(timings, "synth", t)
 
     t = time.perf_counter()
-    base_dir = work / "base"
-    base_ckpt = base_dir / "base.ckpt"
-    if base is not None:
-        base_ckpt = Path(base).resolve()
-    elif not base_ckpt.exists():
-        run = work / "runs" / "base"
-        run.mkdir(parents=True, exist_ok=True)
-        every = max(1, base_steps // 4)
-        _train(["experiment=asr_sft_base", f"trainer.max_steps={base_steps}", f"trainer.val_check_interval={every}",
-                f"callbacks.checkpoint.every_n_train_steps={every}", "callbacks.checkpoint.save_top_k=-1",
-                "callbacks.checkpoint.monitor=null",
-                f"seed={seed}"], data, run)
-        base_dir.mkdir(exist_ok=True)
-        shutil.copy(run / "checkpoints" / "last.ckpt", base_ckpt)
+    base_ckpt = given
+    if given is None:
+        base_ckpt = _train_base(work, data, base_steps, base_long_steps, seed)
+        check_work_base(work, base_ckpt)
     _done(timings, "base", t)
 
     t = time.perf_counter()
@@ -131,8 +192,9 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     rl_run = work / "runs" / "rl"
     if not (rl_run / "checkpoints" / "last.ckpt").exists():
         rl_run.mkdir(parents=True, exist_ok=True)
-        _train(["experiment=asr_rl", f"model.init_from={base_ckpt}", f"paths.rl_dir={rl_dir}",
-                f"trainer.max_steps={rl_steps}", f"seed={seed}", *(rl_overrides or [])], data, rl_run)
+        steps = [] if rl_steps is None else [f"trainer.max_steps={rl_steps}"]
+        _train([f"experiment={experiment}", f"model.init_from={base_ckpt}", f"paths.rl_dir={rl_dir}",
+                *steps, f"seed={seed}", *(rl_overrides or [])], data, rl_run)
     _done(timings, "rl", t)
 
     t = time.perf_counter()
@@ -151,7 +213,41 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
             write_hyps(rows, run / "eval" / f"{s}.hyps.jsonl")
     _done(timings, "eval", t)
     table = make_table([rl_run], base=base_eval)
-    summary = "\n".join([table, "", "stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
+    metrics = {run: {x: json.loads((r / "eval" / f"{x}.json").read_text()) for x in ("test_short", "test_long")}
+               for run, r in (("base", base_eval), ("rl", rl_run))}
+    times = ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+    summary = "\n".join([table, "", summary_line(metrics["base"], metrics["rl"]),
+                         f"base: {base_ckpt}; RL run: {rl_run}", f"stage times (s): {times}",
                          f"RL subsets: {report['selected']} (qualified {report['qualified']})"])
     (work / "report.md").write_text(summary + "\n")
     return summary
+
+
+def _train_base(work: Path, data: Path, base_steps: int, base_long_steps: int, seed: int) -> Path:
+    """Train the supervised base in two stages, each reused if its checkpoint exists:
+    experiment=asr_sft_base (``base_steps``), then experiment=asr_sft_long from it
+    (``base_long_steps``; 0 skips it). Returns WORK/base/base.ckpt."""
+    base_dir = work / "base"
+    base_dir.mkdir(parents=True, exist_ok=True)
+    stage1, final = base_dir / "stage1.ckpt", base_dir / "base.ckpt"
+    if final.exists():
+        return final
+    stages = [("base", ["experiment=asr_sft_base"], base_steps, stage1)]
+    if base_long_steps > 0:
+        stages.append(("base_long", ["experiment=asr_sft_long", f"model.init_from={stage1}"], base_long_steps, final))
+    for name, args, steps, out in stages:
+        if out.exists():
+            continue
+        run = work / "runs" / name
+        run.mkdir(parents=True, exist_ok=True)
+        every = max(1, steps // 4)
+        _train([*args, f"trainer.max_steps={steps}", f"trainer.val_check_interval={every}",
+                f"callbacks.checkpoint.every_n_train_steps={every}", "callbacks.checkpoint.save_top_k=-1",
+                "callbacks.checkpoint.monitor=null", f"seed={seed}"], data, run)
+        tmp = out.with_suffix(".tmp")
+        shutil.copy(run / "checkpoints" / "last.ckpt", tmp)
+        os.replace(tmp, out)
+    if base_long_steps <= 0:
+        shutil.copy(stage1, final.with_suffix(".tmp"))
+        os.replace(final.with_suffix(".tmp"), final)
+    return final

@@ -9,31 +9,43 @@ from tests.conftest import run_cli
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_pipeline_tiny(tmp_path, corpus):
-    out = run_cli("pipeline", "--work", str(tmp_path / "w"), "--scale", "0.01", "--base-steps", "8",
-                  "--rl-steps", "2", "--max-new-tokens", "40", "--sizes", "D0=100,D1=100,D2=100,D3=100", "trainer.val_check_interval=2",
+    out = run_cli("pipeline", "--work", str(tmp_path / "w"), "--scale", "0.01", "--base", "train",
+                  "--base-steps", "8", "--base-long-steps", "1", "--rl-steps", "2", "--max-new-tokens", "40", "--sizes", "D0=100,D1=100,D2=100,D3=100", "trainer.val_check_interval=2",
                   "data.batch_size=2", "rollout.max_new_tokens=24", "rollout.val_max_new_tokens=24",
                   cwd=tmp_path, data_dir=corpus, timeout=900).stdout
-    assert "| - | - | 1 |" in out and "| R1,R2 | D1,D2 | 1 |" in out
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(table) == 4 and table[2].startswith("| - | - | 1 |") and table[3].startswith("| R1,R2")
+    assert "RL vs base: test_long WER" in out and "stage times (s): synth" in out
     w = tmp_path / "w"
+    # the base trained in two stages, stage 2 from stage 1
+    assert (w / "base" / "stage1.ckpt").exists() and (w / "base" / "base.ckpt").exists()
+    assert "model.init_from=" in (w / "runs" / "base_long" / ".hydra" / "overrides.yaml").read_text()
     sel = json.loads((w / "data" / "asr" / "rl" / "selection.json").read_text())
     assert sel["systems"] == 2 and set(sel["selected"]) == {"D0", "D1", "D2", "D3"}
     for run in ("base_eval", "rl"):
         for s in ("test_short", "test_long"):
             assert json.loads((w / "runs" / run / "eval" / f"{s}.json").read_text())["utterances"] >= 2
     # a second run reuses every stage
-    again = run_cli("pipeline", "--work", str(w), "--scale", "0.01", "--max-new-tokens", "40", "--sizes", "D0=100,D1=100,D2=100,D3=100",
+    again = run_cli("pipeline", "--work", str(w), "--base", "train", "--scale", "0.01", "--max-new-tokens", "40", "--sizes", "D0=100,D1=100,D2=100,D3=100",
                     cwd=tmp_path, data_dir=corpus, timeout=300).stdout
     assert again.splitlines()[:3] == out.splitlines()[:3]
-    # a given base: no base training and no training splits; the CTC head is the second system
+    # the default, the shipped base: no base training and no training splits; its CTC
+    # head is the second system
     w2 = tmp_path / "w2"
-    out2 = run_cli("pipeline", "--work", str(w2), "--base", str(w / "base" / "base.ckpt"), "--scale", "0.01",
+    out2 = run_cli("pipeline", "--work", str(w2), "--scale", "0.01",
                    "--rl-steps", "2", "--max-new-tokens", "40", "--sizes", "D0=100,D1=100,D2=100,D3=100",
                    "trainer.val_check_interval=2", "data.batch_size=2", "rollout.max_new_tokens=24",
                    "rollout.val_max_new_tokens=24", cwd=tmp_path, data_dir=corpus, timeout=600).stdout
-    assert out2.splitlines()[2] == out.splitlines()[2]            # the same base row
+    assert "speech_rl/assets/asr_base.pt; RL run:" in out2
     assert not (w2 / "runs" / "base").exists() and not (w2 / "data" / "asr" / "train.jsonl").exists()
     assert (w2 / "data" / "asr" / "test_long.jsonl").exists()
     assert {p.name for p in (w2 / "hyps").iterdir()} == {"llm.jsonl", "ctc.jsonl"}
+    # a work folder is tied to its base: another base is refused, nothing there changes
+    report = (w2 / "report.md").read_text()
+    other = run_cli("pipeline", "--work", str(w2), "--base", str(w / "base" / "base.ckpt"),
+                    cwd=tmp_path, data_dir=corpus, check=False)
+    assert other.returncode == 2 and "holds stages made from base" in other.stderr and "use another --work" in other.stderr
+    assert (w2 / "report.md").read_text() == report
     missing = run_cli("pipeline", "--work", str(tmp_path / "w3"), "--base", str(tmp_path / "nope.ckpt"),
                       cwd=tmp_path, data_dir=corpus, check=False)
     assert missing.returncode == 2 and "nope.ckpt does not exist" in missing.stderr

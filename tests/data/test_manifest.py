@@ -197,3 +197,21 @@ def test_train_weights_oversample_and_thin_manifests(corpus):
     for bad, msg in (([1.0], "2 train manifests"), ([1.0, -1.0], ">= 0"), ([0, 0], "no utterances")):
         with pytest.raises(ValueError, match=msg):
             ids(bad)
+
+
+def test_an_empty_subset_leaves_a_union_but_not_a_single_manifest(corpus, tmp_path, caplog):
+    """`speech-rl data select` writes an empty D1 when no utterance qualifies; a union of
+    subsets goes on without it (warned), a lone empty manifest is still an error."""
+    from datamodules import ASRDataModule
+    from speech_rl.data.manifest import ManifestError
+
+    train = str(corpus / "embedded" / "train.jsonl")
+    empty = tmp_path / "D1.jsonl"
+    empty.write_text("")
+    dm = ASRDataModule([train, str(empty)], check_audio="header")
+    dm.setup("fit")
+    assert len(dm.train_set) == 24 and "D1.jsonl is empty" in caplog.text
+    with pytest.raises(ManifestError, match="D1.jsonl has no usable rows"):
+        ASRDataModule(str(empty)).setup("fit")
+    with pytest.raises(ValueError, match="no utterances left"):
+        ASRDataModule([str(empty), str(empty)]).setup("fit")
