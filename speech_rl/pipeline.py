@@ -74,17 +74,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_work_base(work: Path, base_ckpt: Path) -> None:
+def check_work_base(work: Path, base_ckpt: Path | None) -> None:
     """Tie a work folder to one base: hypotheses, RL subsets, RL run and evaluations made
     from another base must not be reused. The first call records the base's sha256 in
-    ``WORK/base.json``; a later call with a different base raises, naming both."""
+    ``WORK/base.json``; a later call with a different base (None: one still to be
+    trained) raises, naming both."""
     record = work / "base.json"
-    digest = _sha256(base_ckpt)
+    digest = _sha256(base_ckpt) if base_ckpt is not None else "a base to train here"
     if record.is_file():
         old = json.loads(record.read_text())
         if old["sha256"] != digest:
             raise ValueError(f"work folder {work} holds stages made from base {old['path']} (sha256 "
-                             f"{old['sha256'][:12]}), not {base_ckpt} (sha256 {digest[:12]}): use another --work")
+                             f"{old['sha256'][:12]}), not {base_ckpt or 'one trained with --base train'} "
+                             f"(sha256 {digest[:12]}): use another --work")
         return
     work.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"path": str(base_ckpt), "sha256": digest}, indent=2) + "\n")
@@ -99,7 +101,8 @@ def summary_line(base: dict, rl: dict, sets: tuple[str, str] = ("test_long", "te
         b, r = base[s], rl[s]
         rel = 100.0 * (r["wer"] - b["wer"]) / b["wer"] if b["wer"] else float("nan")
         parts.append(f"{s} WER {100 * b['wer']:.2f} -> {100 * r['wer']:.2f} ({rel:+.1f}% rel), "
-                     f"Ins {100 * b['ins']:.2f} -> {100 * r['ins']:.2f}, Del {100 * b['del']:.2f} -> {100 * r['del']:.2f}")
+                     f"Ins {100 * b['ins']:.2f} -> {100 * r['ins']:.2f}, "
+                     f"Del {100 * b['del']:.2f} -> {100 * r['del']:.2f}")
     return "RL vs base: " + "; ".join(parts)
 
 
@@ -142,6 +145,8 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     given = resolve_base(base)
     if given is not None:
         check_work_base(work, given)
+    elif (work / "base.json").is_file() and not (work / "base" / "base.ckpt").is_file():
+        check_work_base(work, None)                # made from a given base: do not train another here
     timings: dict[str, float] = {}
     t = time.perf_counter()
     splits = corpus_splits(scale)

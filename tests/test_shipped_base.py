@@ -41,5 +41,7 @@ def test_work_folder_is_tied_to_one_base(tmp_path):
     check_work_base(work, a)                       # the same base again: fine
     with pytest.raises(ValueError, match=r"holds stages made from base .*a\.ckpt.* not .*b\.ckpt.*use another --work"):
         check_work_base(work, b)
+    with pytest.raises(ValueError, match="not one trained with --base train"):
+        check_work_base(work, None)
     with pytest.raises(FileNotFoundError, match="nope.ckpt does not exist"):
         resolve_base(tmp_path / "nope.ckpt")
