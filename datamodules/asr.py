@@ -85,6 +85,14 @@ def collate_asr(items: list[dict]) -> ASRBatch:
                     [it["keywords"] for it in items], [it["duration"] for it in items])
 
 
+def _is_empty(path: str | Path) -> bool:
+    """True for an existing manifest with no non-blank line (read up to the first one)."""
+    if not Path(path).is_file():
+        return False
+    with open(path, "rb") as f:
+        return not any(line.strip() for line in f)
+
+
 class ASRDataModule(L.LightningDataModule):
     """Train / val manifests -> ASRBatch loaders.
 
@@ -128,7 +136,7 @@ class ASRDataModule(L.LightningDataModule):
         weights = check_weights(weights, paths)
         utts, seen, repeated = [], set(), 0
         for path, w in zip(paths, weights):
-            if len(paths) > 1 and Path(path).is_file() and not Path(path).read_text().strip():
+            if len(paths) > 1 and _is_empty(path):
                 # a union may hold an empty subset (e.g. no utterance qualified as D1)
                 log.warning("manifest %s is empty; the union %s goes on without it", path, paths)
                 continue
