@@ -5,7 +5,8 @@
 * D1 hard / hallucination samples: the systems disagree (pairwise WER above a
   threshold) or an output loops (an n-gram repeated back to back);
 * D2 long audio (longer than ``long_seconds``);
-* D3 keyword-rich utterances (at least ``min_keywords`` keywords).
+* D3 keyword-rich utterances: at least ``min_keywords`` keywords, densest first
+  (keywords per word, so that D3 is not a proxy for length, i.e. a second D2).
 
 Hypotheses of any system can be used: JSONL ``{"id", "hyp"}`` (what ``speech-rl eval
 --hyp-out`` writes) or Kaldi-style text (``id word word ...`` a line).
@@ -30,6 +31,16 @@ class SelectionRules:
     loop_repeats: int = 3          # D1: an n-gram (n <= 4) repeated this many times back to back
     long_seconds: float = 20.0     # D2
     min_keywords: int = 2          # D3
+
+
+def keyword_density(u: Utterance) -> float:
+    """Keywords per word of the reference text (0 without keywords).
+
+    >>> from pathlib import Path
+    >>> keyword_density(Utterance("a", Path("a.wav"), "call acme in paris", 2.0, ("acme", "paris"), None))
+    0.5
+    """
+    return len(u.keywords or ()) / max(1, len(u.text.split()))
 
 
 def read_hypotheses(path: str | Path) -> dict[str, str]:
@@ -117,7 +128,7 @@ def select_subsets(pool: list[Utterance], systems: list[dict[str, str]], sizes: 
     if "D3" in sizes:
         rich = [u for u in pool if len(u.keywords or ()) >= rules.min_keywords]
         rng.shuffle(rich)
-        rich.sort(key=lambda u: -len(u.keywords or ()))
+        rich.sort(key=lambda u: -keyword_density(u))
         out["D3"] = rich[: sizes["D3"]]
         qualified["D3"] = len(rich)
     report = {"pool": len(pool), "systems": len(systems), "rules": asdict(rules), "seed": seed,

@@ -30,11 +30,21 @@ def test_selection_rules():
                                   SelectionRules(disagree_wer=0.2, loop_repeats=3, long_seconds=20, min_keywords=2))
     assert [u.id for u in subsets["D1"]] == ["u3", "u1"]        # the loop ranks first, then disagreement 0.75
     assert sorted(u.id for u in subsets["D2"]) == ["u1", "u4"]
-    assert [u.id for u in subsets["D3"]] == ["u2"]              # most keywords first
+    assert [u.id for u in subsets["D3"]] == ["u2"]              # densest first (3 of 4 words)
     assert len(subsets["D0"]) == 2
     assert rep["qualified"] == {"D0": 5, "D1": 2, "D2": 2, "D3": 2} and rep["selected"]["D2"] == 2
     again, _ = select_subsets(pool, [sys_a, sys_b], {"D0": 2}, seed=0)
     assert [u.id for u in again["D0"]] == [u.id for u in subsets["D0"]]
+
+
+def test_keyword_subset_ranks_by_density_not_length():
+    """A 30-word utterance with 4 keywords is less keyword-rich than a 4-word one with 2:
+    ranking by count would make D3 a second long-audio subset."""
+    long_text = " ".join(["word"] * 26 + ["acme", "paris", "omar", "orbit"])
+    long = Utterance("long", Path("/x/l.wav"), long_text, 25.0, ("acme", "paris", "omar", "orbit"), None)
+    short = Utterance("short", Path("/x/s.wav"), "call acme in paris", 3.0, ("acme", "paris"), None)
+    subsets, _ = select_subsets([long, short], [], {"D3": 1})
+    assert [u.id for u in subsets["D3"]] == ["short"]
 
 
 def test_selection_errors_are_named():
