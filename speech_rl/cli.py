@@ -41,15 +41,6 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
-def _save_json(path: str, obj: dict) -> None:
-    """Metrics JSON written atomically (temp file + rename), folders created."""
-    save = Path(path)
-    save.parent.mkdir(parents=True, exist_ok=True)
-    tmp = save.with_name(save.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(save)
-
-
 def _eval(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="speech-rl eval", description="WER / Sub / Ins / Del and keyword recall "
                                 "of a checkpoint's greedy transcripts on a JSONL manifest.")
@@ -66,8 +57,8 @@ def _eval(argv: list[str]) -> int:
                    help="llm: greedy decoding by the audio LLM (default); ctc: greedy CTC of the encoder's "
                    "auxiliary head (supervised base checkpoints only), a fast second system for data select")
     a = p.parse_args(argv)
-    from speech_rl.evaluate import (ctc_transcribe_manifest, format_table, load_ctc_head, load_policy, score,
-                                    transcribe_manifest, write_hyps)
+    from speech_rl.evaluate import (ctc_transcribe_manifest, format_table, load_ctc_head, load_policy,
+                                    save_metrics, score, transcribe_manifest, write_hyps)
 
     policy = load_policy(a.checkpoint)
     bad = "skip" if a.skip_bad_rows else "error"
@@ -79,7 +70,7 @@ def _eval(argv: list[str]) -> int:
     if a.hyp_out:
         write_hyps(rows, a.hyp_out)
     if a.save:
-        _save_json(a.save, dict(res, manifest=str(a.manifest), checkpoint=str(a.checkpoint)))
+        save_metrics(a.save, dict(res, manifest=str(a.manifest), checkpoint=str(a.checkpoint)))
     print(json.dumps(res, indent=2) if a.json else format_table(a.manifest, res))
     return 0
 
@@ -102,12 +93,13 @@ def _eval_tts(argv: list[str]) -> int:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    from speech_rl.evaluate import save_metrics
     from speech_rl.tts.evaluate import evaluate_tts
 
     res = evaluate_tts(a.checkpoint, a.texts, a.asr, a.speaker, a.reference, a.mos, a.base_seconds, a.wav_dir,
                        a.max_new_tokens, a.temperature, a.top_k, a.seed)
     if a.save:
-        _save_json(a.save, dict(res, texts=str(a.texts), checkpoint=str(a.checkpoint)))
+        save_metrics(a.save, dict(res, texts=str(a.texts), checkpoint=str(a.checkpoint)))
     print(json.dumps(res, indent=2))
     return 0
 

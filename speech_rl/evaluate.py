@@ -127,6 +127,15 @@ def format_table(name: str, res: dict[str, float]) -> str:
     return f"{head}\n{sep}\n| {name} | {int(res['utterances'])} | {vals} |"
 
 
+def save_metrics(path: str | Path, obj: dict) -> None:
+    """Metrics JSON written atomically (temp file + rename), folders created."""
+    save = Path(path)
+    save.parent.mkdir(parents=True, exist_ok=True)
+    tmp = save.with_name(save.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(save)
+
+
 def write_hyps(rows: list[dict], path: str | Path) -> None:
     """id -> hypothesis as JSONL ({"id", "hyp"} a line), written atomically."""
     p = Path(path)
@@ -138,4 +147,4 @@ def write_hyps(rows: list[dict], path: str | Path) -> None:
     tmp.replace(p)
 
 
-__all__ = ["load_policy", "transcribe_manifest", "load_ctc_head", "ctc_greedy", "ctc_transcribe_manifest", "score", "format_table", "write_hyps"]
+__all__ = ["load_policy", "transcribe_manifest", "load_ctc_head", "ctc_greedy", "ctc_transcribe_manifest", "score", "format_table", "save_metrics", "write_hyps"]

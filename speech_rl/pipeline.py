@@ -80,13 +80,13 @@ def check_work_base(work: Path, base_ckpt: Path | None) -> None:
     ``WORK/base.json``; a later call with a different base (None: one still to be
     trained) raises, naming both."""
     record = work / "base.json"
-    digest = _sha256(base_ckpt) if base_ckpt is not None else "a base to train here"
+    digest = _sha256(base_ckpt) if base_ckpt is not None else None
     if record.is_file():
         old = json.loads(record.read_text())
         if old["sha256"] != digest:
+            new = f"{base_ckpt} (sha256 {digest[:12]})" if digest else "one trained with --base train"
             raise ValueError(f"work folder {work} holds stages made from base {old['path']} (sha256 "
-                             f"{old['sha256'][:12]}), not {base_ckpt or 'one trained with --base train'} "
-                             f"(sha256 {digest[:12]}): use another --work")
+                             f"{old['sha256'][:12]}), not {new}: use another --work")
         return
     work.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"path": str(base_ckpt), "sha256": digest}, indent=2) + "\n")
@@ -135,7 +135,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     from speech_rl.data.manifest import read_manifest, write_manifest
     from speech_rl.data.select import SelectionRules, select_subsets, utterance_row
     from speech_rl.data.synth import synth_corpus
-    from speech_rl.evaluate import (ctc_transcribe_manifest, load_ctc_head, load_policy, score,
+    from speech_rl.evaluate import (ctc_transcribe_manifest, load_ctc_head, load_policy, save_metrics, score,
                                     transcribe_manifest, write_hyps)
     from speech_rl.report import make_table
 
@@ -212,9 +212,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
                 continue
             rows = transcribe_manifest(policy, corpus / f"{s}.jsonl", batch_size=32, max_new_tokens=max_new_tokens,
                                        progress=True)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(dict(score(rows), manifest=str(corpus / f"{s}.jsonl"), checkpoint=str(ckpt)),
-                                      indent=2) + "\n")
+            save_metrics(out, dict(score(rows), manifest=str(corpus / f"{s}.jsonl"), checkpoint=str(ckpt)))
             write_hyps(rows, run / "eval" / f"{s}.hyps.jsonl")
     _done(timings, "eval", t)
     table = make_table([rl_run], base=base_eval)
@@ -237,7 +235,7 @@ def _train_base(work: Path, data: Path, base_steps: int, base_long_steps: int, s
     stage1, final = base_dir / "stage1.ckpt", base_dir / "base.ckpt"
     if final.exists():
         return final
-    stages = [("base", ["experiment=asr_sft_base"], base_steps, stage1)]
+    stages = [("base", ["experiment=asr_sft_base"], base_steps, stage1 if base_long_steps > 0 else final)]
     if base_long_steps > 0:
         stages.append(("base_long", ["experiment=asr_sft_long", f"model.init_from={stage1}"], base_long_steps, final))
     for name, args, steps, out in stages:
@@ -252,7 +250,4 @@ def _train_base(work: Path, data: Path, base_steps: int, base_long_steps: int, s
         tmp = out.with_suffix(".tmp")
         shutil.copy(run / "checkpoints" / "last.ckpt", tmp)
         os.replace(tmp, out)
-    if base_long_steps <= 0:
-        shutil.copy(stage1, final.with_suffix(".tmp"))
-        os.replace(final.with_suffix(".tmp"), final)
     return final
