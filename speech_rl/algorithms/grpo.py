@@ -23,13 +23,17 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
               advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float = 0.2,
-              beta: float = 0.1, clip_eps_high: float | None = None
-              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              beta: float = 0.1, clip_eps_high: float | None = None, length_norm: str = "sequence",
+              mean_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO loss to *minimise* (the negative of eq. 2).
 
     eq. 4: ``r_it = exp(logp_it - old_logp_it)``
     eq. 2: ``J = 1/G sum_i 1/|o_i| sum_t [min(r_it A_i, clip(r_it, 1-eps, 1+eps_high) A_i)
                                          - beta * KL_it]``
+
+    ``length_norm="token"`` replaces each sequence's ``1/|o_i|`` by one ``1/mean_i |o_i|``
+    shared by the batch, so that every token weighs the same and a long response's tokens
+    are not diluted (DAPO's token-level loss): ``J = sum_i sum_t [...] / sum_i |o_i|``.
 
     Args:
         logp: (N, T) log pi_theta of the sampled tokens (carries the gradient).
@@ -40,6 +44,10 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
         clip_eps: lower clip range eps; ``clip_eps_high`` defaults to it (DAPO's
             clip-higher when larger).
         beta: KL coefficient.
+        length_norm: ``sequence`` (eq. 2, the paper's) or ``token`` (see above).
+        mean_tokens: with ``token``, the mean response length over the *whole* batch when
+            ``logp`` is one micro-batch of it (so that micro-batch losses weighted by their
+            share of rows add up to the batch's token mean); default: this batch's.
 
     Returns:
         loss: scalar, ``-J``; sequences with no tokens contribute 0 and count in 1/G.
@@ -54,6 +62,8 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
         raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({n},)")
     if beta > 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp")
+    if length_norm not in ("sequence", "token"):
+        raise ValueError(f"length_norm must be 'sequence' or 'token', got {length_norm!r}")
     eps_hi = clip_eps if clip_eps_high is None else clip_eps_high
     mask = mask.to(logp.dtype)
     adv = advantages.to(logp.dtype).unsqueeze(1)                      # (N, 1)
@@ -67,7 +77,11 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
         per_token = per_token + beta * kl
     else:
         kl = torch.zeros_like(logp)
-    per_seq = masked_mean(per_token, mask, dim=1)                      # (N,) 1/|o_i| sum_t
+    if length_norm == "sequence":
+        per_seq = masked_mean(per_token, mask, dim=1)                  # (N,) 1/|o_i| sum_t
+    else:
+        norm = mask.sum(1).mean() if mean_tokens is None else torch.as_tensor(float(mean_tokens))
+        per_seq = (per_token * mask).sum(1) / norm.clamp(min=1)        # (N,) 1/mean|o| sum_t
     loss = per_seq.mean()                                              # 1/G sum_i (and over prompts)
     with torch.no_grad():
         was_clipped = (clipped < unclipped).to(logp.dtype)             # min picked the clipped term

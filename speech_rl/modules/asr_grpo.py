@@ -125,6 +125,7 @@ class ASRGRPOModule(RLModule):
                 ref_logp, _ = self.reference(frames, frame_lens, ids, mask, g, temp)
         mb = int(a.get("micro_batch_size") or n)
         mb = max(g, mb - mb % g)                                      # whole groups per micro-batch
+        mean_tokens = float(mask.sum()) / max(n, 1)                    # for length_norm=token
         acc: dict[str, list] = {}
         for start in range(0, n, mb):
             sl = slice(start, start + mb)
@@ -133,7 +134,8 @@ class ASRGRPOModule(RLModule):
             if a["name"] == "grpo":
                 loss, m = grpo_loss(logp, logp.detach(), ref_logp[sl] if ref_logp is not None else None,
                                     adv[sl].to(dev), mask[sl], clip_eps=float(a.get("clip_eps", 0.2)),
-                                    beta=float(a.get("beta", 0.0)), clip_eps_high=a.get("clip_eps_high"))
+                                    beta=float(a.get("beta", 0.0)), clip_eps_high=a.get("clip_eps_high"),
+                                    length_norm=a.get("length_norm", "sequence"), mean_tokens=mean_tokens)
             else:
                 errs = torch.tensor([word_errors(self.normalizer(r), self.normalizer(h)).errors
                                      for r, h in zip(fields["ref"][sl], fields["hyp"][sl])], device=dev)

@@ -90,6 +90,7 @@ class TextGRPOModule(RLModule):
         n = ids.shape[0]
         mb = int(a.get("micro_batch_size") or n)
         mb = max(g, mb - mb % g)                                      # whole groups per micro-batch
+        mean_tokens = float(mask.sum()) / max(n, 1)                    # for length_norm=token
         acc: dict[str, list[float]] = {}
 
         def logprobs(lm: nn.Module, sl: slice) -> torch.Tensor:
@@ -107,7 +108,8 @@ class TextGRPOModule(RLModule):
                 logp = logprobs(self.policy, sl)
                 loss, m = grpo_loss(logp, logp.detach(), ref_logp, adv[sl], mask[sl],
                                     clip_eps=float(a.get("clip_eps", 0.2)), beta=float(a.get("beta", 0.0)),
-                                    clip_eps_high=a.get("clip_eps_high"))
+                                    clip_eps_high=a.get("clip_eps_high"), length_norm=a.get("length_norm", "sequence"),
+                                    mean_tokens=mean_tokens)
                 for k, v in {**m, "loss": loss}.items():
                     acc.setdefault(k, []).append(float(v))
                 yield loss * (logp.shape[0] / n)

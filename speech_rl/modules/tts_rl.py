@@ -178,6 +178,7 @@ class TTSRLModule(RLModule):
         n = ids.shape[0]
         mb = int(a.get("micro_batch_size") or n)
         mb = max(g, mb - mb % g)
+        mean_tokens = float(mask.sum()) / max(n, 1)                    # for length_norm=token
         acc: dict[str, list[float]] = {}
         chars = torch.tensor([len(self.tts.lm.tokenizer.encode(t)) for t in texts], device=self.device)
 
@@ -199,7 +200,8 @@ class TTSRLModule(RLModule):
                 pg_adv = adv[sl] if name in ("grpo", "combined") else torch.zeros_like(adv[sl])
                 loss, m = grpo_loss(logp, logp.detach(), ref_logp, pg_adv, mask[sl],
                                     clip_eps=float(a.get("clip_eps", 0.2)), beta=float(a.get("beta", 0.0)),
-                                    clip_eps_high=a.get("clip_eps_high"))
+                                    clip_eps_high=a.get("clip_eps_high"), length_norm=a.get("length_norm", "sequence"),
+                                    mean_tokens=mean_tokens)
                 if use_diffro:
                     st = straight_through_tokens(logits, ids[sl], self.tts.lm.n_codes, float(a.get("gumbel_tau", 1.0)),
                                                  a.get("hard_sample", "rollout"))

@@ -95,3 +95,35 @@ def test_shape_errors_name_the_argument():
         grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), None, torch.zeros(3), torch.ones(2, 3), beta=0)
     with pytest.raises(ValueError, match="needs ref_logp"):
         grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), None, torch.zeros(2), torch.ones(2, 3), beta=0.1)
+
+
+def test_token_length_norm_weighs_every_token_the_same():
+    # at ratio 1 and beta 0, d loss / d logp_it = -A_i / sum_j |o_j| (5 tokens here)
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    loss, _ = grpo_loss(logp, logp.detach(), None, torch.tensor([1.5, -1.0]), mask, beta=0.0, length_norm="token")
+    loss.backward()
+    expected = torch.tensor([[-1.5 / 5] * 3, [1.0 / 5, 1.0 / 5, 0.0]])
+    torch.testing.assert_close(logp.grad, expected, rtol=0, atol=1e-7)
+
+
+def test_token_length_norm_micro_batches_add_up_to_the_batch():
+    # the modules weight each micro-batch loss by its share of rows; with the batch's mean
+    # length passed in, the micro-batches give the whole batch's token-level loss
+    g = torch.Generator().manual_seed(2)
+    n, t = 8, 6
+    logp = -torch.rand(n, t, generator=g, dtype=torch.float64)
+    old = logp + 0.2 * torch.randn(n, t, generator=g, dtype=torch.float64)
+    ref = logp + 0.3 * torch.randn(n, t, generator=g, dtype=torch.float64)
+    adv = torch.randn(n, generator=g, dtype=torch.float64)
+    mask = (torch.arange(t)[None] < torch.randint(1, t + 1, (n, 1), generator=g)).double()
+    whole, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.1, length_norm="token")
+    mean_tokens = float(mask.sum()) / n
+    parts = sum(grpo_loss(logp[s], old[s], ref[s], adv[s], mask[s], beta=0.1, length_norm="token",
+                          mean_tokens=mean_tokens)[0] * (2 / n) for s in (slice(i, i + 2) for i in range(0, n, 2)))
+    assert parts.item() == pytest.approx(whole.item(), abs=1e-12)
+    # and it is not the sequence-level loss when lengths differ
+    seq, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.1)
+    assert abs(seq.item() - whole.item()) > 1e-4
+    with pytest.raises(ValueError, match="length_norm"):
+        grpo_loss(logp, old, ref, adv, mask, beta=0.1, length_norm="words")
