@@ -166,7 +166,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     hyp_dir = work / "hyps"
     hyp_dir.mkdir(exist_ok=True)
     pools = [corpus / "rl_pool.jsonl", corpus / "rl_pool_long.jsonl"]
-    systems, policy = [], None
+    systems, policy = [], None          # the base policy, loaded once for hypotheses and evaluation
     for name in ("llm", "ctc"):
         out = hyp_dir / f"{name}.jsonl"
         if not out.exists():
@@ -205,12 +205,13 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     t = time.perf_counter()
     base_eval = work / "runs" / "base_eval"
     for run, ckpt in ((base_eval, base_ckpt), (rl_run, rl_run / "checkpoints" / "last.ckpt")):
-        policy = load_policy(ckpt)
+        model = policy if ckpt == base_ckpt else None
         for s in ("test_short", "test_long"):
             out = run / "eval" / f"{s}.json"
             if out.exists():
                 continue
-            rows = transcribe_manifest(policy, corpus / f"{s}.jsonl", batch_size=32, max_new_tokens=max_new_tokens,
+            model = model or load_policy(ckpt)
+            rows = transcribe_manifest(model, corpus / f"{s}.jsonl", batch_size=32, max_new_tokens=max_new_tokens,
                                        progress=True)
             save_metrics(out, dict(score(rows), manifest=str(corpus / f"{s}.jsonl"), checkpoint=str(ckpt)))
             write_hyps(rows, run / "eval" / f"{s}.hyps.jsonl")
