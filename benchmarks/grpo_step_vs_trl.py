@@ -21,6 +21,7 @@ reward, loss, backward, optimiser step; ours also the weight sync to the engine)
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import random
 import statistics
@@ -153,6 +154,55 @@ def run_ours(tok_dir: str, hidden: int, layers: int, steps: int, engine_kwargs: 
     return [h["step"] for h in timer.history], sum(p.numel() for p in module.policy.parameters()), phases
 
 
+# ---- the floor ------------------------------------------------------------------------
+def step_floor(tok, hidden: int, layers: int, repeats: int, bf16: bool) -> dict[str, float]:
+    """Median seconds of the arithmetic a sample-then-score GRPO step cannot skip, at the
+    benchmark's shapes with every completion at its full ``MAX_NEW`` tokens: the rollout's
+    bare forward passes (one prefill of the 8 prompts, then one decode step of 32 rows per
+    token, as ``rollout_throughput.floor`` runs them), then one forward and backward of the
+    policy over prompts and completions (each prompt once for its group) and an AdamW step.
+    No sampling, reward, logging or trainer. A step time below this needs less arithmetic
+    (e.g. a lower precision), not less overhead."""
+    from rollout_throughput import floor as rollout_floor
+
+    from speech_rl.engines.static_decode import unsupported_reason
+    from speech_rl.models.llm import build_causal_lm, response_logprobs
+
+    torch.manual_seed(SEED)
+    lm = build_causal_lm(vocab_size=len(tok), **llm_kwargs(hidden, layers))
+    opt = torch.optim.AdamW(lm.parameters(), lr=LR)
+    enc = [tok(p)["input_ids"] for p in prompts()[:PROMPTS_PER_STEP]]
+    width = max(map(len, enc))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(e)) + e for e in enc])
+    pmask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc])
+    resp = torch.randint(3, len(tok), (PROMPTS_PER_STEP * GROUP, MAX_NEW), generator=torch.Generator().manual_seed(SEED))
+    rmask = torch.ones_like(resp)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    static = unsupported_reason(lm) is None
+
+    engine_lm = copy.deepcopy(lm).to(dtype)               # ours samples from a bf16 engine copy with --bf16
+
+    def rollout() -> None:
+        rollout_floor(engine_lm, engine_lm.get_input_embeddings()(ids), pmask, GROUP, MAX_NEW, static)
+
+    def policy() -> None:
+        with torch.autocast("cpu", dtype=dtype, enabled=bf16):
+            logp, _ = response_logprobs(lm, lm.get_input_embeddings()(ids), pmask, resp, rmask)
+        (-(logp.sum(1) / MAX_NEW).mean()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    times: dict[str, list[float]] = {"rollout": [], "policy": []}
+    for i in range(repeats + 1):                          # the first repeat warms up
+        for name, fn in (("rollout", rollout), ("policy", policy)):
+            t = time.perf_counter()
+            fn()
+            if i:
+                times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {**med, "step": med["rollout"] + med["policy"]}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="128x2,512x6", help="hidden x layers, comma separated")
@@ -188,17 +238,24 @@ def main(argv: list[str] | None = None) -> None:
                                      {"dtype": "bfloat16"} if args.bf16 else {}, args.bf16)
             ours_t += t[args.warmup:]
             phases.append(ph)
+        fl = step_floor(tok, hidden, layers, args.steps, args.bf16)
         m_trl, m_ours = statistics.median(trl_t), statistics.median(ours_t)
         ph = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
-        rows.append((size, n_trl, n_ours, m_trl, m_ours, ph))
+        rows.append((size, n_trl, n_ours, m_trl, m_ours, fl))
         print(f"\n{size}: TRL {n_trl / 1e6:.2f}M params, median {m_trl:.3f} s/step over {len(trl_t)} steps | "
               f"speech-rl {n_ours / 1e6:.2f}M params, median {m_ours:.3f} s/step over {len(ours_t)} steps")
         print("  speech-rl phases (median s): " + ", ".join(f"{k} {v:.4f}" for k, v in ph.items()))
+        print("  floor (median s): " + ", ".join(f"{k} {v:.4f}" for k, v in fl.items()))
         sys.stdout.flush()
-    print("\n| model | params | TRL s/step | speech-rl s/step | ratio (ours / TRL) | target |")
-    print("|---|---|---|---|---|---|")
-    for size, n_trl, n_ours, m_trl, m_ours, _ in rows:
-        print(f"| {size} | {n_ours / 1e6:.2f}M | {m_trl:.3f} | {m_ours:.3f} | {m_ours / m_trl:.2f}x | <= 0.5x |")
+    print("\n| model | params | TRL s/step | speech-rl s/step | floor s/step | ours / TRL | floor / TRL | "
+          "ours / floor | target |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size, n_trl, n_ours, m_trl, m_ours, fl in rows:
+        print(f"| {size} | {n_ours / 1e6:.2f}M | {m_trl:.3f} | {m_ours:.3f} | {fl['step']:.3f} | {m_ours / m_trl:.2f}x | "
+              f"{fl['step'] / m_trl:.2f}x | {m_ours / fl['step']:.2f}x | ours / TRL <= 0.5x |")
+    print("\nfloor: the rollout's bare forward passes + one policy forward/backward + AdamW at the same shapes, "
+          "every completion at full length (step_floor); floor / TRL is the best ratio a step that samples "
+          "and then scores can reach on this machine at this precision.")
 
 
 if __name__ == "__main__":
