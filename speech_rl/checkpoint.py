@@ -95,7 +95,13 @@ def load_module_weights(module: torch.nn.Module, path: str | Path, prefix: str, 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"init_from checkpoint {p} does not exist")
-    sd = torch.load(p, map_location="cpu", weights_only=False)
+    load_module_state(module, torch.load(p, map_location="cpu", weights_only=False), p, prefix, what, config)
+
+
+def load_module_state(module: torch.nn.Module, sd: dict, p: str | Path, prefix: str, what: str = "model",
+                      config: Mapping | None = None) -> None:
+    """``load_module_weights`` on a checkpoint already read from ``p`` (a file read once
+    for several parts, e.g. the policy and the CTC head)."""
     hp = sd.get("hyper_parameters")
     saved_cfg = hp.get("model") if isinstance(hp, Mapping) else None
     if config is not None and saved_cfg is not None:

@@ -58,12 +58,14 @@ def _eval(argv: list[str]) -> int:
                    "auxiliary head (supervised base checkpoints only), a fast second system for data select")
     a = p.parse_args(argv)
     from speech_rl.evaluate import (ctc_transcribe_manifest, format_table, load_ctc_head, load_policy,
-                                    save_metrics, score, transcribe_manifest, write_hyps)
+                                    read_checkpoint, save_metrics, score, transcribe_manifest, write_hyps)
 
-    policy = load_policy(a.checkpoint)
+    ckpt = read_checkpoint(a.checkpoint)
+    policy = load_policy(a.checkpoint, ckpt)
     bad = "skip" if a.skip_bad_rows else "error"
     if a.decoder == "ctc":
-        rows = ctc_transcribe_manifest(policy, load_ctc_head(a.checkpoint, policy), a.manifest, a.batch_size, bad)
+        rows = ctc_transcribe_manifest(policy, load_ctc_head(a.checkpoint, policy, ckpt), a.manifest, a.batch_size,
+                                       bad)
     else:
         rows = transcribe_manifest(policy, a.manifest, a.batch_size, a.max_new_tokens, on_bad_row=bad)
     res = score(rows)

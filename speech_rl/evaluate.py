@@ -11,21 +11,28 @@ from datamodules.asr import ManifestDataset, collate_asr
 from speech_rl.data.manifest import read_manifest
 from speech_rl.engines import SamplingParams, TorchEngine
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
-from speech_rl.models.audio_llm import AudioLLM, build_audio_llm, load_audio_llm_weights
+from speech_rl.checkpoint import load_module_state
+from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
 
 
-def load_policy(checkpoint: str | Path) -> AudioLLM:
-    """Rebuild the AudioLLM stored in a speech-rl checkpoint (from its hparams) and load its weights."""
+def read_checkpoint(checkpoint: str | Path) -> dict:
+    """A speech-rl checkpoint file, read once (on CPU) for ``load_policy`` and ``load_ctc_head``."""
     p = Path(checkpoint)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
-    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    return torch.load(p, map_location="cpu", weights_only=False)
+
+
+def load_policy(checkpoint: str | Path, ckpt: dict | None = None) -> AudioLLM:
+    """Rebuild the AudioLLM stored in a speech-rl checkpoint (from its hparams) and load its
+    weights; ``ckpt``: the file's contents when already read (``read_checkpoint``)."""
+    ckpt = read_checkpoint(checkpoint) if ckpt is None else ckpt
     hp = ckpt.get("hyper_parameters", {})
     if "model" not in hp:
-        raise ValueError(f"checkpoint {p} has no speech-rl model hyper-parameters (hyper_parameters.model)")
+        raise ValueError(f"checkpoint {checkpoint} has no speech-rl model hyper-parameters (hyper_parameters.model)")
     model_cfg = dict(hp["model"], init_from=None)
     policy = build_audio_llm(**model_cfg)
-    load_audio_llm_weights(policy, str(p))
+    load_module_state(policy, ckpt, checkpoint, "policy", "model")
     return policy.eval()
 
 
@@ -56,14 +63,14 @@ def transcribe_manifest(policy: AudioLLM, manifest: str | Path, batch_size: int 
     return out
 
 
-def load_ctc_head(checkpoint: str | Path, policy: AudioLLM) -> torch.nn.Linear:
+def load_ctc_head(checkpoint: str | Path, policy: AudioLLM, ckpt: dict | None = None) -> torch.nn.Linear:
     """The encoder's CTC head (``ctc_head.*``) stored in a supervised (``asr_sft``) checkpoint.
 
     Its greedy output is a second, non-autoregressive ASR system read from the same
     checkpoint: it cannot loop or invent sentences, so where it and the LLM decoder disagree
     the LLM has likely lost its place (RL data construction, ``speech-rl data select``).
     """
-    sd = torch.load(checkpoint, map_location="cpu", weights_only=False).get("state_dict", {})
+    sd = (read_checkpoint(checkpoint) if ckpt is None else ckpt).get("state_dict", {})
     if "ctc_head.weight" not in sd:
         raise ValueError(f"checkpoint {checkpoint} has no CTC head (ctc_head.weight): only a supervised base "
                          "trained with ctc_weight > 0 (experiment=asr_sft_base) has one")
@@ -147,4 +154,4 @@ def write_hyps(rows: list[dict], path: str | Path) -> None:
     tmp.replace(p)
 
 
-__all__ = ["load_policy", "transcribe_manifest", "load_ctc_head", "ctc_greedy", "ctc_transcribe_manifest", "score", "format_table", "save_metrics", "write_hyps"]
+__all__ = ["read_checkpoint", "load_policy", "transcribe_manifest", "load_ctc_head", "ctc_greedy", "ctc_transcribe_manifest", "score", "format_table", "save_metrics", "write_hyps"]
