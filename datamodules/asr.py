@@ -109,6 +109,9 @@ class ASRDataModule(L.LightningDataModule):
         synth: if given (a dict of ``synth_corpus`` arguments: ``out_dir``, ``splits``,
             ``seed``), missing manifests are synthesised with eSpeak NG first — the
             embedded default.
+        extra_val: more validation sets, ``{name: manifest}``, each its own loader whose
+            metrics are logged as ``<name>/wer`` ... beside ``val/*`` (e.g. ``val_long``:
+            held-out long pool audio, for picking an RL checkpoint on long audio).
     """
 
     def __init__(self, train_manifest: str | list[str], val_manifest: str | None = None, batch_size: int = 8,
@@ -116,11 +119,20 @@ class ASRDataModule(L.LightningDataModule):
                  num_workers: int = 0, on_bad_row: str = "skip", check_audio: str = "full",
                  max_duration: float | None = 30.0, shuffle: bool = True, seed: int = 0,
                  bucket_by_length: bool = False, synth: dict | None = None,
-                 train_weights: list[float] | None = None):
+                 train_weights: list[float] | None = None, extra_val: dict[str, str] | None = None):
         super().__init__()
+        extra_val = dict(extra_val or {})
+        for name in extra_val:
+            if not str(name).isidentifier() or name == "val":
+                raise ValueError(f"data.extra_val: {name!r} cannot name a validation set (an identifier other "
+                                 f"than 'val' is needed: its metrics are logged as <name>/wer)")
+        if extra_val and not val_manifest:
+            raise ValueError(f"data.extra_val ({', '.join(extra_val)}) needs data.val_manifest: val/* stays the "
+                             f"first validation set, the one early stopping and the collapse guard watch")
         self.save_hyperparameters(logger=False)
         self.train_set: ManifestDataset | None = None
         self.val_set: ManifestDataset | None = None
+        self.extra_val_sets: dict[str, ManifestDataset] = {}
         self.bad_rows: dict[str, BadRows] = {}
 
     def prepare_data(self) -> None:
@@ -168,6 +180,13 @@ class ASRDataModule(L.LightningDataModule):
             self.train_set = self._load(self.hparams.train_manifest, self.hparams.train_weights)
         if self.val_set is None and self.hparams.val_manifest and stage in (None, "fit", "validate"):
             self.val_set = self._load(self.hparams.val_manifest)
+            for name, path in (self.hparams.extra_val or {}).items():
+                self.extra_val_sets[name] = self._load(path)
+
+    @property
+    def val_names(self) -> list[str]:
+        """Log prefix of each validation loader, in ``val_dataloader`` order."""
+        return (["val"] if self.val_set is not None else []) + list(self.extra_val_sets)
 
     @property
     def num_bad_rows(self) -> int:
@@ -187,10 +206,15 @@ class ASRDataModule(L.LightningDataModule):
                                    persistent_workers=h.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader | list:
+        """The ``val_manifest`` loader, or a list of it and one loader per ``extra_val`` set."""
         if self.val_set is None:
             return []
+        loaders = [self._val_loader(d) for d in (self.val_set, *self.extra_val_sets.values())]
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    def _val_loader(self, dataset: Dataset) -> DataLoader:
         sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            sampler = DistributedSampler(self.val_set, shuffle=False, drop_last=False)
-        return DataLoader(self.val_set, batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
+            sampler = DistributedSampler(dataset, shuffle=False, drop_last=False)
+        return DataLoader(dataset, batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
                           sampler=sampler, shuffle=False, collate_fn=self.collate, num_workers=self.hparams.num_workers)

@@ -11,7 +11,8 @@ work folder so that a rerun skips what exists:
             its encoder's CTC head (non-autoregressive: it cannot loop or invent sentences)
   4 select  D0-D3 (speech-rl data select rules)
   5 rl      GRPO from the base (``experiment``, default asr_rl_best, plus ``rl_overrides``)
-  6 eval    base and RL model on the held-out-voice short and long test sets
+  6 eval    base and RL model on the held-out-voice short and long test sets, and on
+            val_long (held-out long audio of the training voices, as the RL pool)
   7 report  Table 1-shaped markdown table
 """
 from __future__ import annotations
@@ -92,7 +93,8 @@ def check_work_base(work: Path, base_ckpt: Path | None) -> None:
     record.write_text(json.dumps({"path": str(base_ckpt), "sha256": digest}, indent=2) + "\n")
 
 
-def summary_line(base: dict, rl: dict, sets: tuple[str, str] = ("test_long", "test_short")) -> str:
+def summary_line(base: dict, rl: dict, sets: tuple[str, ...] = ("test_long", "test_short"),
+                 label: str = "RL vs base") -> str:
     """One line comparing the RL model with its base from their ``eval/<set>.json``
     metrics (fractions, as ``speech-rl eval --save`` writes them): relative change of
     WER and the changes of insertions and deletions, in %."""
@@ -103,7 +105,7 @@ def summary_line(base: dict, rl: dict, sets: tuple[str, str] = ("test_long", "te
         parts.append(f"{s} WER {100 * b['wer']:.2f} -> {100 * r['wer']:.2f} ({rel:+.1f}% rel), "
                      f"Ins {100 * b['ins']:.2f} -> {100 * r['ins']:.2f}, "
                      f"Del {100 * b['del']:.2f} -> {100 * r['del']:.2f}")
-    return "RL vs base: " + "; ".join(parts)
+    return f"{label}: " + "; ".join(parts)
 
 
 def _done(timings: dict[str, float], stage: str, t0: float) -> None:
@@ -112,7 +114,8 @@ def _done(timings: dict[str, float], stage: str, t0: float) -> None:
     log.info("[%d/7] %s: %.0f s", len(timings), stage, timings[stage])
 
 
-EVAL_AND_RL_SPLITS = ("val", "test_short", "test_long", "rl_pool", "rl_pool_long")
+EVAL_SETS = ("test_short", "test_long", "val_long")   # test_*: held-out voices; val_long: training voices
+EVAL_AND_RL_SPLITS = ("val", "val_long", "test_short", "test_long", "rl_pool", "rl_pool_long")
 
 
 def corpus_splits(scale: float) -> dict:
@@ -208,7 +211,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     base_eval = work / "runs" / "base_eval"
     for run, ckpt in ((base_eval, base_ckpt), (rl_run, rl_run / "checkpoints" / "last.ckpt")):
         model = policy if ckpt == base_ckpt else None
-        for s in ("test_short", "test_long"):
+        for s in EVAL_SETS:
             out = run / "eval" / f"{s}.json"
             if out.exists():
                 continue
@@ -219,10 +222,12 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
             write_hyps(rows, run / "eval" / f"{s}.hyps.jsonl")
     _done(timings, "eval", t)
     table = make_table([rl_run], base=base_eval)
-    metrics = {run: {x: json.loads((r / "eval" / f"{x}.json").read_text()) for x in ("test_short", "test_long")}
+    metrics = {run: {x: json.loads((r / "eval" / f"{x}.json").read_text()) for x in EVAL_SETS}
                for run, r in (("base", base_eval), ("rl", rl_run))}
     times = ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
     summary = "\n".join([table, "", summary_line(metrics["base"], metrics["rl"]),
+                         summary_line(metrics["base"], metrics["rl"], ("val_long",),
+                                      "RL vs base on the RL pool's voices (held-out long audio)"),
                          f"base: {base_ckpt}; RL run: {rl_run}", f"stage times (s): {times}",
                          f"RL subsets: {report['selected']} (qualified {report['qualified']})"])
     (work / "report.md").write_text(summary + "\n")

@@ -19,6 +19,7 @@ def test_pipeline_tiny(tmp_path, corpus):
     table = [line for line in out.splitlines() if line.startswith("|")]
     assert len(table) == 4 and table[2].startswith("| - | - | 1 |") and table[3].startswith("| R1,R2")
     assert "RL vs base: test_long WER" in out and "stage times (s): synth" in out
+    assert "RL vs base on the RL pool's voices (held-out long audio): val_long WER" in out
     # the base trained in two stages, stage 2 from stage 1
     assert (w / "base" / "stage1.ckpt").exists() and (w / "base" / "base.ckpt").exists()
     assert "model.init_from=" in (w / "runs" / "base_long" / ".hydra" / "overrides.yaml").read_text()

@@ -52,3 +52,44 @@ class ASRErrorRates(Metric):
             "ins": self.ins / n,
             "keyword_recall": self.kw_hit / self.kw_total.double() if self.kw_total > 0 else nan,
         }
+
+
+class PerSetErrorRates(torch.nn.Module):
+    """One ``ASRErrorRates`` per validation set, for a module validated on several
+    sets at once (Lightning numbers them by ``dataloader_idx``; ``names`` gives each its
+    log prefix, e.g. ``["val", "val_long"]``). A set's metric is made on first use.
+
+    >>> m = PerSetErrorRates()
+    >>> m.get(1).update(["a b"], ["a"]); m.get(0).update(["a b"], ["a b"])
+    >>> {k: round(v, 2) for k, v in m.compute_and_reset(["val", "val_long"]).items() if k.endswith("wer")}
+    {'val/wer': 0.0, 'val_long/wer': 0.5}
+    """
+
+    def __init__(self, normalizer: TextNormalizer | None = None):
+        super().__init__()
+        self.normalizer = normalizer or TextNormalizer()
+        self.sets = torch.nn.ModuleList()
+
+    def get(self, idx: int, device: torch.device | str | None = None) -> ASRErrorRates:
+        while len(self.sets) <= idx:
+            self.sets.append(ASRErrorRates(self.normalizer).to(device or "cpu"))
+        return self.sets[idx]
+
+    def compute_and_reset(self, names: list[str]) -> dict[str, float]:
+        """``{"<name>/<rate>": value}`` over the sets updated since the last reset."""
+        out: dict[str, float] = {}
+        for idx, m in enumerate(self.sets):
+            if not m.update_called:
+                continue
+            if idx >= len(names):
+                raise ValueError(f"validation set {idx} has no name; names: {names}")
+            out.update({f"{names[idx]}/{k}": float(v) for k, v in m.compute().items()})
+            m.reset()
+        return out
+
+
+def val_set_names(trainer) -> list[str]:
+    """Log prefixes of the validation sets: the datamodule's ``val_names`` (e.g.
+    ``["val", "val_long"]``), or ``["val"]`` when it names none."""
+    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    return list(getattr(dm, "val_names", None) or ["val"])

@@ -21,7 +21,7 @@ from rewards.asr import HallucinationReward
 from speech_rl.algorithms import group_advantages, grpo_loss, mwer_loss
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams
-from speech_rl.metrics import ASRErrorRates, TextNormalizer, word_errors
+from speech_rl.metrics import PerSetErrorRates, TextNormalizer, val_set_names, word_errors
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
 from speech_rl.modules.rl_base import RLModule, decoder_layers, finite_mean, rollout_sampling_params
 
@@ -54,7 +54,7 @@ class ASRGRPOModule(RLModule):
         self.rewards = RewardSet(reward.get("terms", {}), reward.get("plugins"))
         self.hallucination_probe = HallucinationReward()
         self.normalizer = TextNormalizer()
-        self.val_metric = ASRErrorRates(self.normalizer)
+        self.val_metrics = PerSetErrorRates(self.normalizer)     # one per validation set (data.extra_val)
         self.group_size = int(algorithm["group_size"])
         self.train_params = rollout_sampling_params(rollout)
         self.val_params = SamplingParams(max_new_tokens=int(rollout.get("val_max_new_tokens")
@@ -166,12 +166,12 @@ class ASRGRPOModule(RLModule):
         self.log_dict(log, on_step=True, on_epoch=False, prog_bar=False, batch_size=len(batch))
         self.log("reward", log["train/reward/mean"], prog_bar=True, logger=False, batch_size=len(batch))
 
-    def validation_step(self, batch: ASRBatch, batch_idx: int) -> None:
+    def validation_step(self, batch: ASRBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         with run_phase(self, "validate"):
             hyps = self.policy.transcribe(batch.feats, batch.feat_lens, self.engine, self.val_params)
-        self.val_metric.update(batch.texts, hyps, batch.keywords)
+        self.val_metrics.get(dataloader_idx, self.device).update(batch.texts, hyps, batch.keywords)
 
     def on_validation_epoch_end(self) -> None:
-        res = self.val_metric.compute()
-        self.val_metric.reset()
-        self.log_dict({f"val/{k}": float(v) for k, v in res.items()}, sync_dist=True)   # equal on all ranks already
+        # val/* on data.val_manifest, <name>/* on each data.extra_val set (e.g. val_long/wer)
+        self.log_dict(self.val_metrics.compute_and_reset(val_set_names(self._trainer)),
+                      sync_dist=True)   # equal on all ranks already

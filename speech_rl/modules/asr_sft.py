@@ -17,7 +17,7 @@ from torch import nn
 from datamodules.asr import ASRBatch
 from speech_rl.data.features import spec_augment
 from speech_rl.engines import SamplingParams, TorchEngine
-from speech_rl.metrics import ASRErrorRates, TextNormalizer
+from speech_rl.metrics import PerSetErrorRates, TextNormalizer, val_set_names
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
 
 
@@ -34,7 +34,7 @@ class ASRSFTModule(L.LightningModule):
         self.policy: AudioLLM = build_audio_llm(**model)
         enc_dim = self.policy.encoder.d_model
         self.ctc_head = nn.Linear(enc_dim, self.policy.tokenizer.vocab_size) if ctc_weight > 0 else None
-        self.val_metric = ASRErrorRates(TextNormalizer())
+        self.val_metrics = PerSetErrorRates(TextNormalizer())   # one per validation set (data.extra_val)
         self.val_params = SamplingParams(max_new_tokens=val_max_new_tokens, temperature=0.0)
         self.engine: TorchEngine | None = None
 
@@ -80,15 +80,15 @@ class ASRSFTModule(L.LightningModule):
         self.engine.update_weights((n, p.detach()) for n, p in self.policy.llm.named_parameters())
 
     @torch.no_grad()
-    def validation_step(self, batch: ASRBatch, batch_idx: int) -> None:
+    def validation_step(self, batch: ASRBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         hyps = self.policy.transcribe(batch.feats, batch.feat_lens, self.engine, self.val_params)
-        self.val_metric.update(batch.texts, hyps, batch.keywords)
-        self.log("val/ce", self.losses(batch)["ce"], batch_size=len(batch), sync_dist=True)
+        self.val_metrics.get(dataloader_idx, self.device).update(batch.texts, hyps, batch.keywords)
+        name = val_set_names(self._trainer)[dataloader_idx]
+        self.log(f"{name}/ce", self.losses(batch)["ce"], batch_size=len(batch), sync_dist=True,
+                 add_dataloader_idx=False)
 
     def on_validation_epoch_end(self) -> None:
-        res = self.val_metric.compute()
-        self.val_metric.reset()
-        self.log_dict({f"val/{k}": float(v) for k, v in res.items()}, sync_dist=True)
+        self.log_dict(self.val_metrics.compute_and_reset(val_set_names(self._trainer)), sync_dist=True)
 
     def configure_optimizers(self):
         return adamw_warmup_cosine(self.parameters(), self.hparams.optim)

@@ -95,3 +95,41 @@ def test_phase_times_are_exclusive_and_add_up(corpus, tmp_path):
 def test_handoff_plan_with_unknown_component_is_named(corpus, tmp_path):
     with pytest.raises(ValueError, match="unknown components \\['vocoder'\\]"):
         _fit(corpus, tmp_path, [DeviceHandoff(plan={"rollout": ["vocoder"]})], steps=1)
+
+
+def test_extra_validation_sets_are_logged_apart_and_can_pick_the_checkpoint(corpus, tmp_path):
+    """data.extra_val: each set is its own loader, logged as <name>/*, with the same
+    numbers `speech-rl eval` gives on that manifest; a ModelCheckpoint can monitor it."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from speech_rl.evaluate import score, transcribe_manifest
+
+    emb = corpus / "embedded"
+    other = emb / "val_long_test.jsonl"                 # a second set: 6 training utterances (relative wavs)
+    other.write_text("".join((emb / "train.jsonl").read_text().splitlines(keepends=True)[:6]))
+    L.seed_everything(0)
+    dm = ASRDataModule(str(emb / "train.jsonl"), str(emb / "val.jsonl"), batch_size=3, check_audio="header",
+                       extra_val={"val_long": str(other)})
+    module = ASRGRPOModule(TINY_MODEL, ALGO, REWARD, ROLLOUT, OPTIM)
+    best = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_long/wer", mode="min", filename="best_val_long",
+                           save_top_k=1)
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, val_check_interval=2, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[best],
+                        default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+    assert dm.val_names == ["val", "val_long"]
+    got = trainer.callback_metrics
+    for name, path in (("val", emb / "val.jsonl"), ("val_long", other)):
+        want = score(transcribe_manifest(module.policy, path, batch_size=3, max_new_tokens=ROLLOUT["max_new_tokens"]))
+        for k in ("wer", "ins", "del"):
+            assert float(got[f"{name}/{k}"]) == pytest.approx(want[k], abs=1e-6), (name, k)
+    assert (tmp_path / "ck" / "best_val_long.ckpt").is_file() and best.monitor == "val_long/wer"
+
+
+def test_extra_validation_set_names_are_checked():
+    with pytest.raises(ValueError, match="'val' cannot name a validation set"):
+        ASRDataModule("t.jsonl", "v.jsonl", extra_val={"val": "x.jsonl"})
+    with pytest.raises(ValueError, match="'val long' cannot name"):
+        ASRDataModule("t.jsonl", "v.jsonl", extra_val={"val long": "x.jsonl"})
+    with pytest.raises(ValueError, match="needs data.val_manifest"):
+        ASRDataModule("t.jsonl", extra_val={"val_long": "x.jsonl"})
