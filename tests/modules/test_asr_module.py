@@ -133,3 +133,21 @@ def test_extra_validation_set_names_are_checked():
         ASRDataModule("t.jsonl", "v.jsonl", extra_val={"val long": "x.jsonl"})
     with pytest.raises(ValueError, match="needs data.val_manifest"):
         ASRDataModule("t.jsonl", extra_val={"val_long": "x.jsonl"})
+
+
+def test_supervised_module_logs_each_validation_set_apart(corpus, tmp_path):
+    from speech_rl.modules.asr_sft import ASRSFTModule
+
+    emb = corpus / "embedded"
+    other = emb / "val_long_sft_test.jsonl"
+    other.write_text("".join((emb / "train.jsonl").read_text().splitlines(keepends=True)[:4]))
+    dm = ASRDataModule(str(emb / "train.jsonl"), str(emb / "val.jsonl"), batch_size=4, check_audio="header",
+                       extra_val={"val_long": str(other)})
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, val_check_interval=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        num_sanity_val_steps=0)
+    trainer.fit(ASRSFTModule(TINY_MODEL, {"lr": 1e-3}, val_max_new_tokens=8), datamodule=dm)
+    got = trainer.callback_metrics
+    for key in ("val/ce", "val/wer", "val_long/ce", "val_long/wer"):
+        assert key in got and math.isfinite(float(got[key])), key
+    assert float(got["val/ce"]) != float(got["val_long/ce"])       # two sets, two numbers
