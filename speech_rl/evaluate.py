@@ -8,10 +8,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.asr import ManifestDataset, collate_asr
+from speech_rl.checkpoint import load_module_state
 from speech_rl.data.manifest import read_manifest
 from speech_rl.engines import SamplingParams, TorchEngine
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
-from speech_rl.checkpoint import load_module_state
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
 
 
