@@ -79,3 +79,15 @@ def test_unknown_names_are_listed(tmp_path):
     cfg = _compose(["algorithm.name=ppo"], tmp_path)
     with pytest.raises(ValueError, match="unknown algorithm 'ppo'; available: grpo, mwer"):
         build_module(cfg)
+
+
+def test_asr_corpus_splits_keep_their_synthesis_order():
+    """eSpeak NG's samples depend on the calls made before in the process, so a split
+    inserted before another changes that one's audio and every figure measured on it
+    (README). New splits go last; the measured ones keep this order."""
+    from omegaconf import OmegaConf
+
+    splits = list(OmegaConf.load(CONFIGS / "data" / "asr_corpus.yaml").synth.splits)
+    measured = ["train", "train_concat", "train_wide", "concat_wide", "train_long", "train_long_b", "val",
+                "test_short", "test_long", "rl_pool", "rl_pool_long", "val_long"]
+    assert splits[: len(measured)] == measured
