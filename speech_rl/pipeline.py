@@ -169,21 +169,21 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     hyp_dir = work / "hyps"
     hyp_dir.mkdir(exist_ok=True)
     pools = [corpus / "rl_pool.jsonl", corpus / "rl_pool_long.jsonl"]
-    systems, policy, ckpt = [], None, None    # the base, read and loaded once for hypotheses and evaluation
+    systems, policy, base_file = [], None, None    # the base, read and loaded once for hypotheses and evaluation
     for name in ("llm", "ctc"):
         out = hyp_dir / f"{name}.jsonl"
         if not out.exists():
-            ckpt = ckpt or read_checkpoint(base_ckpt)
-            policy = policy or load_policy(base_ckpt, ckpt)
+            base_file = base_file or read_checkpoint(base_ckpt)
+            policy = policy or load_policy(base_ckpt, base_file)
             if name == "ctc":
-                head = load_ctc_head(base_ckpt, policy, ckpt)
+                head = load_ctc_head(base_ckpt, policy, base_file)
                 rows = [r for p in pools for r in ctc_transcribe_manifest(policy, head, p, batch_size=32, progress=True)]
             else:
                 rows = [r for p in pools for r in transcribe_manifest(policy, p, batch_size=32, progress=True,
                                                                       max_new_tokens=max_new_tokens)]
             write_hyps(rows, out)
         systems.append({json.loads(x)["id"]: json.loads(x)["hyp"] for x in out.read_text().splitlines()})
-    ckpt = None                                # the file's contents are not needed past this point
+    base_file = None                           # the file's contents are not needed past this point
     _done(timings, "hyps", t)
 
     t = time.perf_counter()
