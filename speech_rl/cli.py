@@ -242,6 +242,8 @@ def _select(a) -> int:
 
 
 def _pipeline(argv: list[str]) -> int:
+    from speech_rl.pipeline import RL_POOLS, run_pipeline
+
     p = argparse.ArgumentParser(prog="speech-rl pipeline", description="ASR: synth -> base -> hypotheses -> "
                                 "RL subsets -> GRPO -> evaluation table, each stage cached in WORK.")
     p.add_argument("--work", default="data/asr_pipeline")
@@ -256,12 +258,13 @@ def _pipeline(argv: list[str]) -> int:
     p.add_argument("--sizes", default="D0=200,D1=200,D2=150,D3=200")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=512, help="greedy decoding limit for hypotheses and eval")
+    p.add_argument("--pools", default=",".join(RL_POOLS),
+                   help="corpus splits RL data is selected from (default: the pools with no sentence of the test "
+                   "sets; rl_pool,rl_pool_long: the pools of the measurements before 2026-11-23)")
     p.add_argument("rl_overrides", nargs="*", help="extra Hydra overrides for the RL run, e.g. reward=asr_r123")
     a = p.parse_args(argv)
-    from speech_rl.pipeline import run_pipeline
-
     print(run_pipeline(a.work, a.scale, a.base_steps, a.rl_steps, a.rl_overrides, a.sizes, a.seed,
-                       a.max_new_tokens, a.base, a.base_long_steps, a.experiment))
+                       a.max_new_tokens, a.base, a.base_long_steps, a.experiment, tuple(a.pools.split(","))))
     return 0
 
 

@@ -8,8 +8,11 @@ work folder so that a rerun skips what exists:
             ``"train"``: train one here, experiment=asr_sft_base then
             experiment=asr_sft_long, each reused if its checkpoint exists
   3 hyps    greedy transcripts of the RL pool by two systems: the base's LLM decoder and
-            its encoder's CTC head (non-autoregressive: it cannot loop or invent sentences)
-  4 select  D0-D3 (speech-rl data select rules)
+            its encoder's CTC head (non-autoregressive: it cannot loop or invent sentences);
+            the pool (``pools``, default the ``*_heldout`` splits) has no sentence of the
+            test sets
+  4 select  D0-D3 (speech-rl data select rules); counts the RL utterances that share a
+            sentence with the test sets (0 for the default pools)
   5 rl      GRPO from the base (``experiment``, default asr_rl_best, plus ``rl_overrides``)
   6 eval    base and RL model on the held-out-voice short and long test sets, and on
             val_long (held-out long audio of the training voices, as the RL pool)
@@ -115,7 +118,37 @@ def _done(timings: dict[str, float], stage: str, t0: float) -> None:
 
 
 EVAL_SETS = ("test_short", "test_long", "val_long")   # test_*: held-out voices; val_long: training voices
-EVAL_AND_RL_SPLITS = ("val", "val_long", "test_short", "test_long", "rl_pool", "rl_pool_long")
+TEST_SETS = ("test_short", "test_long")
+RL_POOLS = ("rl_pool_heldout", "rl_pool_long_heldout")   # no sentence of TEST_SETS (asr_corpus.yaml)
+LEGACY_POOLS = ("rl_pool", "rl_pool_long")               # the pools before 2026-11-23: they share sentences
+# the old pools stay synthesised even when unused: eSpeak NG's samples depend on the calls made
+# before in the process, so dropping them would change val_long's audio
+EVAL_AND_RL_SPLITS = ("val", "val_long", *TEST_SETS, *LEGACY_POOLS, *RL_POOLS)
+
+
+def check_work_pools(work: Path, pools: tuple[str, ...]) -> None:
+    """Tie a work folder to one RL pool, as ``check_work_base`` ties it to one base: the
+    first call records ``pools`` in ``WORK/pools.json``; a later call with other pools
+    raises. A folder with hypotheses and no record was made from ``LEGACY_POOLS``."""
+    record = work / "pools.json"
+    if record.is_file():
+        old = tuple(json.loads(record.read_text())["pools"])
+    elif (work / "hyps").is_dir():
+        old = LEGACY_POOLS
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"pools": list(pools)}, indent=2) + "\n")
+        return
+    if old != tuple(pools):
+        raise ValueError(f"work folder {work} holds hypotheses and RL data of the pools {', '.join(old)}, "
+                         f"not {', '.join(pools)}: use another --work")
+
+
+def shared_sentence_count(utts, sentences: set[str]) -> int:
+    """How many distinct utterances (by id) contain one of ``sentences``."""
+    from speech_rl.data.synth import split_sentences
+
+    return len({u.id for u in utts if sentences.intersection(split_sentences(u.text))})
 
 
 def corpus_splits(scale: float) -> dict:
@@ -130,14 +163,16 @@ def corpus_splits(scale: float) -> dict:
 def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, rl_steps: int | None = None,
                  rl_overrides: list[str] | None = None, sizes: str = "D0=200,D1=200,D2=150,D3=200",
                  seed: int = 0, max_new_tokens: int = 512, base: str | Path | None = "shipped",
-                 base_long_steps: int = 400, experiment: str = "asr_rl_best") -> str:
+                 base_long_steps: int = 400, experiment: str = "asr_rl_best",
+                 pools: tuple[str, ...] = RL_POOLS) -> str:
     """Run (or resume) the pipeline in ``work``; returns the summary (also in
-    ``WORK/report.md``). ``base``: "shipped", "train" or a checkpoint path;
+    ``WORK/report.md``). ``base``: "shipped", "train" or a checkpoint path; ``pools``:
+    the corpus splits RL data is selected from;
     ``base_steps`` / ``base_long_steps``: the two base stages' steps when training
     (0 skips stage 2); ``rl_steps``: None keeps the experiment's ``trainer.max_steps``."""
     from speech_rl.data.manifest import read_manifest, write_manifest
     from speech_rl.data.select import SelectionRules, select_subsets, utterance_row
-    from speech_rl.data.synth import synth_corpus
+    from speech_rl.data.synth import manifest_sentences, synth_corpus
     from speech_rl.evaluate import (ctc_transcribe_manifest, load_ctc_head, load_policy, read_checkpoint,
                                     save_metrics, score, transcribe_manifest, write_hyps)
     from speech_rl.report import make_table
@@ -145,16 +180,22 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     work = Path(work).resolve()
     data = work / "data"
     corpus = data / "asr"
+    pools = tuple(pools)
+    splits = corpus_splits(scale)
+    unknown = [p for p in pools if p not in splits]
+    if not pools or unknown:
+        raise ValueError(f"pools {list(pools)}: {'unknown corpus splits ' + str(unknown) if unknown else 'none given'}"
+                         f"; the corpus has {', '.join(splits)}")
     given = resolve_base(base)
     if given is not None:
         check_work_base(work, given)
     elif (work / "base.json").is_file() and not (work / "base" / "base.ckpt").is_file():
         check_work_base(work, None)                # made from a given base: do not train another here
+    check_work_pools(work, pools)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    splits = corpus_splits(scale)
     if given is not None:            # no base training: only what RL, selection and evaluation read
-        splits = {k: v for k, v in splits.items() if k in EVAL_AND_RL_SPLITS}
+        splits = {k: v for k, v in splits.items() if k in EVAL_AND_RL_SPLITS or k in pools}
     synth_corpus(corpus, splits, seed=0)
     _done(timings, "synth", t)
 
@@ -168,7 +209,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     t = time.perf_counter()
     hyp_dir = work / "hyps"
     hyp_dir.mkdir(exist_ok=True)
-    pools = [corpus / "rl_pool.jsonl", corpus / "rl_pool_long.jsonl"]
+    pool_files = [corpus / f"{p}.jsonl" for p in pools]
     systems, policy, base_file = [], None, None    # the base, read and loaded once for hypotheses and evaluation
     for name in ("llm", "ctc"):
         out = hyp_dir / f"{name}.jsonl"
@@ -177,9 +218,9 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
             policy = policy or load_policy(base_ckpt, base_file)
             if name == "ctc":
                 head = load_ctc_head(base_ckpt, policy, base_file)
-                rows = [r for p in pools for r in ctc_transcribe_manifest(policy, head, p, batch_size=32, progress=True)]
+                rows = [r for p in pool_files for r in ctc_transcribe_manifest(policy, head, p, batch_size=32, progress=True)]
             else:
-                rows = [r for p in pools for r in transcribe_manifest(policy, p, batch_size=32, progress=True,
+                rows = [r for p in pool_files for r in transcribe_manifest(policy, p, batch_size=32, progress=True,
                                                                       max_new_tokens=max_new_tokens)]
             write_hyps(rows, out)
         systems.append({json.loads(x)["id"]: json.loads(x)["hyp"] for x in out.read_text().splitlines()})
@@ -188,10 +229,13 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
 
     t = time.perf_counter()
     rl_dir = corpus / "rl"
-    pool = [u for p in pools for u in read_manifest(p, check_audio="header")[0]]
+    pool = [u for p in pool_files for u in read_manifest(p, check_audio="header")[0]]
     want = {k: int(v) for k, v in (x.split("=") for x in sizes.split(","))}
     want = {k: max(1, int(round(v * scale))) for k, v in want.items()}
     subsets, report = select_subsets(pool, systems, want, SelectionRules(), seed)
+    test_sentences = set().union(*(manifest_sentences(corpus / f"{s}.jsonl") for s in TEST_SETS))
+    report["pools"] = list(pools)
+    report["share_a_test_sentence"] = shared_sentence_count([u for v in subsets.values() for u in v], test_sentences)
     rl_dir.mkdir(parents=True, exist_ok=True)
     for name, utts in subsets.items():
         write_manifest(rl_dir / f"{name}.jsonl", [utterance_row(u) for u in utts])
@@ -229,7 +273,9 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
                          summary_line(metrics["base"], metrics["rl"], ("val_long",),
                                       "RL vs base on the RL pool's voices (held-out long audio)"),
                          f"base: {base_ckpt}; RL run: {rl_run}", f"stage times (s): {times}",
-                         f"RL subsets: {report['selected']} (qualified {report['qualified']})"])
+                         f"RL subsets: {report['selected']} (qualified {report['qualified']}) from "
+                         f"{', '.join(pools)}; RL utterances sharing a sentence with the test sets: "
+                         f"{report['share_a_test_sentence']}"])
     (work / "report.md").write_text(summary + "\n")
     return summary
 

@@ -25,6 +25,9 @@ def test_pipeline_tiny(tmp_path, corpus):
     assert "model.init_from=" in (w / "runs" / "base_long" / ".hydra" / "overrides.yaml").read_text()
     sel = json.loads((w / "data" / "asr" / "rl" / "selection.json").read_text())
     assert sel["systems"] == 2 and set(sel["selected"]) == {"D0", "D1", "D2", "D3"}
+    # RL data comes from the pools with no sentence of the test sets, and the pipeline checks it
+    assert sel["pools"] == ["rl_pool_heldout", "rl_pool_long_heldout"] and sel["share_a_test_sentence"] == 0
+    assert "from rl_pool_heldout, rl_pool_long_heldout; RL utterances sharing a sentence with the test sets: 0" in out
     for run in ("base_eval", "rl"):
         for s in ("test_short", "test_long"):
             assert json.loads((w / "runs" / run / "eval" / f"{s}.json").read_text())["utterances"] >= 2
@@ -46,6 +49,13 @@ def test_pipeline_tiny(tmp_path, corpus):
         res = run_cli("pipeline", "--work", str(w2), *other, cwd=tmp_path, data_dir=corpus, check=False)
         assert res.returncode == 2 and "holds stages made from base" in res.stderr, res.stderr[-2000:]
         assert "use another --work" in res.stderr and (w2 / "report.md").read_text() == report
+    # ... and to its RL pools; an unknown pool is named
+    res = run_cli("pipeline", "--work", str(w2), "--pools", "rl_pool,rl_pool_long", cwd=tmp_path, data_dir=corpus,
+                  check=False)
+    assert res.returncode == 2 and "holds hypotheses and RL data of the pools rl_pool_heldout" in res.stderr
+    res = run_cli("pipeline", "--work", str(tmp_path / "w4"), "--pools", "rl_pool,nope", cwd=tmp_path,
+                  data_dir=corpus, check=False)
+    assert res.returncode == 2 and "unknown corpus splits ['nope']" in res.stderr and not (tmp_path / "w4").exists()
     missing = run_cli("pipeline", "--work", str(tmp_path / "w3"), "--base", str(tmp_path / "nope.ckpt"),
                       cwd=tmp_path, data_dir=corpus, check=False)
     assert missing.returncode == 2 and "nope.ckpt does not exist" in missing.stderr

@@ -9,8 +9,10 @@ manifest per split (DESIGN.md contract).
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,15 +51,56 @@ TEST_VOICES = ["en-029+m2", "en-US-nyc+f4", "en-GB-scotland"]
 VOICES = TRAIN_VOICES + TEST_VOICES
 
 
-def make_sentence(rng: random.Random) -> tuple[str, list[str]]:
-    """One template sentence and its keywords (names, brands, places, terms used)."""
-    tpl = rng.choice(TEMPLATES)
-    pools = {"name": NAMES, "brand": BRANDS, "place": PLACES, "term": TERMS, "number": NUMBERS,
-             "item": ITEMS, "adj": ADJS}
-    fills = {k: rng.choice(v) for k, v in pools.items()}
-    text = tpl.format(**fills)
-    keywords = [fills[k] for k in KEYWORD_CLASSES if "{" + k + "}" in tpl]
-    return text, keywords
+WORD_CLASSES = {"name": NAMES, "brand": BRANDS, "place": PLACES, "term": TERMS, "number": NUMBERS,
+                "item": ITEMS, "adj": ADJS}
+MAX_DRAWS = 10_000   # make_sentence: draws before giving up on finding a sentence outside ``exclude``
+
+
+def make_sentence(rng: random.Random, exclude: frozenset[str] | set[str] = frozenset()) -> tuple[str, list[str]]:
+    """One template sentence and its keywords (names, brands, places, terms used),
+    redrawn while it is in ``exclude`` (an empty ``exclude`` draws exactly once, so
+    splits without exclusions keep their texts)."""
+    for _ in range(MAX_DRAWS):
+        tpl = rng.choice(TEMPLATES)
+        fills = {k: rng.choice(v) for k, v in WORD_CLASSES.items()}
+        text = tpl.format(**fills)
+        if text not in exclude:
+            return text, [fills[k] for k in KEYWORD_CLASSES if "{" + k + "}" in tpl]
+    raise ValueError(f"no sentence outside the {len(exclude)} excluded ones in {MAX_DRAWS} draws")
+
+
+def _template_pattern(tpl: str) -> re.Pattern:
+    parts = re.split(r"(\{\w+\})", tpl)
+    body = "".join("(?:" + "|".join(WORD_CLASSES[p[1:-1]]) + ")" if p.startswith("{") else re.escape(p)
+                   for p in parts)
+    return re.compile(body + r"(?= |$)")
+
+
+_TEMPLATE_PATTERNS = [_template_pattern(t) for t in TEMPLATES]
+
+
+def split_sentences(text: str) -> list[str]:
+    """The template sentences a corpus text is made of (a long utterance joins several
+    with spaces); raises ValueError if ``text`` is not made of this module's templates.
+
+    >>> split_sentences("please call bob in paris the slow kernel stopped at two")
+    ['please call bob in paris', 'the slow kernel stopped at two']
+    """
+    out, pos = [], 0
+    while pos < len(text):
+        ends = [m.end() for p in _TEMPLATE_PATTERNS if (m := p.match(text, pos))]
+        if not ends:
+            raise ValueError(f"text is not made of the corpus templates at {text[pos:pos + 40]!r}: {text[:80]!r}")
+        end = max(ends)
+        out.append(text[pos:end])
+        pos = end + 1
+    return out
+
+
+def manifest_sentences(path: str | Path) -> set[str]:
+    """Every template sentence of a synthesised manifest's texts."""
+    return {s for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
+            for s in split_sentences(json.loads(line)["text"])}
 
 
 @dataclass
@@ -91,7 +134,9 @@ class SplitSpec:
 
     kind: ``short`` (one sentence, 1.5-6 s) or ``long`` (sentences by one voice joined with
     pauses until ``min_seconds``, never past ``max_seconds``); voices: ``train``, ``test``
-    (held out) or a list; snr_db: additive white noise, or None.
+    (held out) or a list; snr_db: additive white noise, or None; exclude_sentences_of:
+    splits of the same corpus (synthesised before this one) none of whose sentences this
+    split may contain (sentences are redrawn), e.g. an RL pool apart from the test sets.
     """
 
     n: int
@@ -100,6 +145,7 @@ class SplitSpec:
     min_seconds: float = 20.0
     max_seconds: float = 30.0
     snr_db: float | None = None
+    exclude_sentences_of: list[str] | None = None
 
     def voice_list(self) -> tuple[str, ...]:
         if isinstance(self.voices, str):
@@ -109,7 +155,8 @@ class SplitSpec:
         return tuple(self.voices)
 
 
-def synth_long(tts, rng: random.Random, cfg: SynthConfig, spec: SplitSpec) -> tuple[np.ndarray, str, str, list[str]]:
+def synth_long(tts, rng: random.Random, cfg: SynthConfig, spec: SplitSpec,
+               exclude: frozenset[str] = frozenset()) -> tuple[np.ndarray, str, str, list[str]]:
     """Sentences by one voice with 0.3-0.8 s pauses: (samples, voice, text, keywords).
 
     Each utterance draws a target length uniformly from [``spec.min_seconds``,
@@ -123,7 +170,7 @@ def synth_long(tts, rng: random.Random, cfg: SynthConfig, spec: SplitSpec) -> tu
     one = SynthConfig(cfg.sample_rate, (voice,), cfg.rate_range, cfg.pitch_range, (0.0, 0.0), None)
     parts, texts, kws, dur = [], [], [], 0.0
     while dur < target:
-        text, k = make_sentence(rng)
+        text, k = make_sentence(rng, exclude)
         wav, _ = synth_utterance(tts, text, rng, one)
         pause = np.zeros(int(rng.uniform(0.3, 0.8) * cfg.sample_rate), np.float32)
         if parts and dur + (len(wav) + len(pause)) / cfg.sample_rate > spec.max_seconds:
@@ -171,15 +218,22 @@ def synth_corpus(out_dir: str | Path, splits: dict[str, int | dict | SplitSpec],
         paths[split] = mpath
         if mpath.exists():
             continue
+        exclude: set[str] = set()
+        for other in spec.exclude_sentences_of or ():
+            if not (out / f"{other}.jsonl").is_file():
+                raise ValueError(f"split {split!r}: exclude_sentences_of names {other!r}, whose manifest "
+                                 f"{out / f'{other}.jsonl'} does not exist (list {other!r} before {split!r})")
+            exclude |= manifest_sentences(out / f"{other}.jsonl")
+        exclude = frozenset(exclude)
         rng = random.Random(f"{seed}-{split}")
         wav_dir = out / "wav" / split
         wav_dir.mkdir(parents=True, exist_ok=True)
         rows, t0, total = [], time.perf_counter(), 0.0
         for i in range(spec.n):
             if spec.kind == "long":
-                wav, voice, text, keywords = synth_long(tts, rng, cfg, spec)
+                wav, voice, text, keywords = synth_long(tts, rng, cfg, spec, exclude)
             else:
-                text, keywords = make_sentence(rng)
+                text, keywords = make_sentence(rng, exclude)
                 wav, voice = synth_utterance(tts, text, rng, cfg)
             uid = f"{split}_{i:05d}"
             sf.write(wav_dir / f"{uid}.wav", wav, cfg.sample_rate, subtype="PCM_16")
@@ -188,6 +242,8 @@ def synth_corpus(out_dir: str | Path, splits: dict[str, int | dict | SplitSpec],
                          "duration": round(len(wav) / cfg.sample_rate, 3), "keywords": keywords, "speaker": voice})
         write_manifest(mpath, rows)
         dt = time.perf_counter() - t0
-        log.info("synthesised %s: %d utterances (%s), %.1f s of audio in %.1f s (%.1f utt/s)",
-                 split, spec.n, spec.kind, total, dt, spec.n / max(dt, 1e-9))
+        log.info("synthesised %s: %d utterances (%s), %.1f s of audio in %.1f s (%.1f utt/s)%s",
+                 split, spec.n, spec.kind, total, dt, spec.n / max(dt, 1e-9),
+                 f"; none of the {len(exclude)} sentences of {', '.join(spec.exclude_sentences_of)}"
+                 if spec.exclude_sentences_of else "")
     return paths

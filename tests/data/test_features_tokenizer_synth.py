@@ -7,7 +7,7 @@ import torch
 
 from speech_rl.data.features import LogMel, pad_features
 from speech_rl.data.manifest import read_manifest
-from speech_rl.data.synth import make_sentence, synth_corpus
+from speech_rl.data.synth import make_sentence, manifest_sentences, split_sentences, synth_corpus
 from speech_rl.data.tokenizer import CharTokenizer
 
 
@@ -68,6 +68,47 @@ def test_long_split_lengths_spread_over_the_requested_range(tmp_path):
     assert durs[-1] - durs[0] > 3.0 and sum(d > 8.0 for d in durs) >= 3, durs
     with pytest.raises(ValueError, match="min_seconds <= max_seconds"):
         synth_corpus(tmp_path / "bad", {"lg": {"kind": "long", "n": 1, "min_seconds": 9.0, "max_seconds": 5.0}})
+
+
+def test_split_sentences_recovers_the_sentences_of_a_long_text():
+    import random
+
+    rng = random.Random(3)
+    sents = [make_sentence(rng)[0] for _ in range(200)]
+    for i in range(0, 200, 7):
+        assert split_sentences(" ".join(sents[i:i + 7])) == sents[i:i + 7]
+    with pytest.raises(ValueError, match="not made of the corpus templates at 'hello"):
+        split_sentences("please call bob in paris hello world")
+
+
+def test_make_sentence_redraws_excluded_sentences_and_keeps_the_stream_without_them():
+    import random
+
+    plain = [make_sentence(random.Random(4)) for _ in range(1)][0]
+    assert make_sentence(random.Random(4), frozenset()) == plain          # no exclusion: one draw, same text
+    assert make_sentence(random.Random(4), frozenset({plain[0]}))[0] != plain[0]
+    with pytest.raises(ValueError, match="no sentence outside"):
+        make_sentence(random.Random(4), _Everything())
+
+
+class _Everything(frozenset):
+    def __contains__(self, _):
+        return True
+
+
+def test_split_excludes_the_sentences_of_other_splits(tmp_path):
+    # the test split's sentences are drawn first; a pool excluding them must share none, in short
+    # and in long (concatenated) utterances, and an exclusion naming a split not yet written is refused
+    small = {"test": {"n": 200}, "control": {"n": 100},
+             "pool": {"n": 100, "exclude_sentences_of": ["test"]},
+             "pool_long": {"kind": "long", "n": 3, "min_seconds": 8.0, "max_seconds": 12.0,
+                           "exclude_sentences_of": ["test"]}}
+    paths = synth_corpus(tmp_path, small, seed=2)
+    test = manifest_sentences(paths["test"])
+    assert test & manifest_sentences(paths["control"])     # without the exclusion sentences do repeat
+    assert not test & manifest_sentences(paths["pool"]) and not test & manifest_sentences(paths["pool_long"])
+    with pytest.raises(ValueError, match="exclude_sentences_of names 'later'.*list 'later' before 'early'"):
+        synth_corpus(tmp_path / "b", {"early": {"n": 1, "exclude_sentences_of": ["later"]}, "later": {"n": 1}})
 
 
 def test_spec_augment_masks_bands_and_spans_within_bounds():
