@@ -218,7 +218,8 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
             policy = policy or load_policy(base_ckpt, base_file)
             if name == "ctc":
                 head = load_ctc_head(base_ckpt, policy, base_file)
-                rows = [r for p in pool_files for r in ctc_transcribe_manifest(policy, head, p, batch_size=32, progress=True)]
+                rows = [r for p in pool_files
+                        for r in ctc_transcribe_manifest(policy, head, p, batch_size=32, progress=True)]
             else:
                 rows = [r for p in pool_files for r in transcribe_manifest(policy, p, batch_size=32, progress=True,
                                                                       max_new_tokens=max_new_tokens)]
