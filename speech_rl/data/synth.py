@@ -218,13 +218,11 @@ def synth_corpus(out_dir: str | Path, splits: dict[str, int | dict | SplitSpec],
         paths[split] = mpath
         if mpath.exists():
             continue
-        exclude: set[str] = set()
         for other in spec.exclude_sentences_of or ():
             if not (out / f"{other}.jsonl").is_file():
                 raise ValueError(f"split {split!r}: exclude_sentences_of names {other!r}, whose manifest "
                                  f"{out / f'{other}.jsonl'} does not exist (list {other!r} before {split!r})")
-            exclude |= manifest_sentences(out / f"{other}.jsonl")
-        exclude = frozenset(exclude)
+        exclude = frozenset().union(*(manifest_sentences(out / f"{o}.jsonl") for o in spec.exclude_sentences_of or ()))
         rng = random.Random(f"{seed}-{split}")
         wav_dir = out / "wav" / split
         wav_dir.mkdir(parents=True, exist_ok=True)
