@@ -89,5 +89,6 @@ def test_asr_corpus_splits_keep_their_synthesis_order():
 
     splits = list(OmegaConf.load(CONFIGS / "data" / "asr_corpus.yaml").synth.splits)
     measured = ["train", "train_concat", "train_wide", "concat_wide", "train_long", "train_long_b", "val",
-                "test_short", "test_long", "rl_pool", "rl_pool_long", "val_long"]
+                "test_short", "test_long", "rl_pool", "rl_pool_long", "val_long", "rl_pool_heldout",
+                "rl_pool_long_heldout"]
     assert splits[: len(measured)] == measured
