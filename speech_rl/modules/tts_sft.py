@@ -7,8 +7,10 @@ same batches (one pass over the audio for all three):
   flow       conditional flow-matching loss of the log-mel given tokens and speaker
   token_asr  CTC ``-log P(text | tokens)`` per character, on the tokenised corpus
 
-``loss = lm + flow + token_asr`` (each weight from ``loss_weights``). Validation adds
-the token ASR's WER on ground-truth tokens. The system lives at ``self.tts`` so that
+``loss = lm + flow + token_asr`` (each weight from ``loss_weights``). A part whose
+weight is 0 is frozen and its loss is not computed in training (``experiment=tts_token_asr``
+trains the token ASR further on its own, from a supervised checkpoint); validation still
+reports all three, and the token ASR's WER on ground-truth tokens. The system lives at ``self.tts`` so that
 RL's ``model.init_from`` and ``speech-rl eval-tts`` read the checkpoint directly.
 """
 from __future__ import annotations
@@ -34,25 +36,37 @@ class TTSSFTModule(L.LightningModule):
         unknown = set(self.weights) - {"lm", "flow", "token_asr"}
         if unknown:
             raise ValueError(f"loss_weights: unknown terms {sorted(unknown)} (known: lm, flow, token_asr)")
+        self.active = tuple(k for k in ("lm", "flow", "token_asr") if float(self.weights[k]) != 0.0)
+        if not self.active:
+            raise ValueError(f"loss_weights: every weight is 0 ({self.weights}); nothing would be trained")
+        for k in ("lm", "flow", "token_asr"):
+            if k not in self.active:
+                getattr(self.tts, k).requires_grad_(False)
         self.val_metric = ASRErrorRates(TextNormalizer())
 
-    def losses(self, batch: TTSBatch) -> dict[str, torch.Tensor]:
+    def losses(self, batch: TTSBatch, terms: tuple[str, ...] = ("lm", "flow", "token_asr")
+               ) -> dict[str, torch.Tensor]:
+        """The named loss terms of a batch, and ``loss``: their weighted sum."""
         tts, dev = self.tts, self.device
-        toks = [batch.tokens[i, : int(n)].tolist() for i, n in enumerate(batch.token_lens)]
-        ids, mask = tts.lm.target_ids(toks, device=dev)
-        logp, _ = tts.lm(batch.texts, batch.speakers, ids, mask)
-        out = {"lm": -(logp * mask).sum() / mask.sum()}
-        spk = tts.lm.speaker_ids(batch.speakers, dev)
-        out["flow"] = tts.flow.loss(batch.mel, batch.tokens, batch.token_lens, spk)
-        chars = torch.tensor([max(len(tts.token_asr.tokenizer.encode(t)), 1) for t in batch.texts], device=dev)
-        nll = -tts.token_asr.log_p_text(batch.tokens, batch.token_lens, batch.texts)
-        ok = torch.isfinite(nll)                 # a text too long for its tokens cannot be aligned: left out
-        out["token_asr"] = (nll[ok] / chars[ok]).mean() if bool(ok.any()) else nll.new_zeros(())
-        out["loss"] = sum(self.weights[k] * out[k] for k in ("lm", "flow", "token_asr"))
+        out = {}
+        if "lm" in terms:
+            toks = [batch.tokens[i, : int(n)].tolist() for i, n in enumerate(batch.token_lens)]
+            ids, mask = tts.lm.target_ids(toks, device=dev)
+            logp, _ = tts.lm(batch.texts, batch.speakers, ids, mask)
+            out["lm"] = -(logp * mask).sum() / mask.sum()
+        if "flow" in terms:
+            spk = tts.lm.speaker_ids(batch.speakers, dev)
+            out["flow"] = tts.flow.loss(batch.mel, batch.tokens, batch.token_lens, spk)
+        if "token_asr" in terms:
+            chars = torch.tensor([max(len(tts.token_asr.tokenizer.encode(t)), 1) for t in batch.texts], device=dev)
+            nll = -tts.token_asr.log_p_text(batch.tokens, batch.token_lens, batch.texts)
+            ok = torch.isfinite(nll)             # a text too long for its tokens cannot be aligned: left out
+            out["token_asr"] = (nll[ok] / chars[ok]).mean() if bool(ok.any()) else nll.new_zeros(())
+        out["loss"] = sum(self.weights[k] * out[k] for k in terms)
         return out
 
     def training_step(self, batch: TTSBatch, batch_idx: int) -> torch.Tensor:
-        out = self.losses(batch)
+        out = self.losses(batch, self.active)
         self.log_dict({f"train/{k}": v.detach() for k, v in out.items()}, on_step=True, on_epoch=False,
                       batch_size=len(batch))
         return out["loss"]
@@ -71,4 +85,4 @@ class TTSSFTModule(L.LightningModule):
                       sync_dist=True)
 
     def configure_optimizers(self):
-        return adamw_warmup_cosine(self.parameters(), self.hparams.optim)
+        return adamw_warmup_cosine([p for p in self.parameters() if p.requires_grad], self.hparams.optim)

@@ -3,6 +3,7 @@ tokenizer fit -> tokens -> LM + flow + token ASR training -> a checkpoint the TT
 loads and synthesises from."""
 import math
 
+import pytest
 import torch
 
 from speech_rl.tts.system import load_tts_system
@@ -72,3 +73,36 @@ def test_eval_tts_scores_a_text_list_written_elsewhere(tmp_path, capsys):
     texts.write_text('{"text": "hi", "speaker": "fr"}\n')
     assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt")]) == 2
     assert "speakers ['fr'] are not in the TTS model's table" in capsys.readouterr().err
+
+
+def _tiny_sft(weights):
+    from speech_rl.modules.tts_sft import TTSSFTModule
+
+    model = {"tokenizer": {"_target_": "speech_rl.data.tokenizer.CharTokenizer"}, "n_codes": 16,
+             "speakers": ["en-us", "en+f3"], "lm": {"hidden_size": 32}, "flow": {"d_model": 32, "n_blocks": 2},
+             "token_asr": {"d_model": 32, "n_layers": 1}, "flow_steps": 2}
+    return TTSSFTModule(model, {"lr": 1e-2, "warmup_steps": 0}, loss_weights=weights)
+
+
+def test_a_zero_loss_weight_freezes_its_part_and_skips_its_loss():
+    """experiment=tts_token_asr: with lm and flow at weight 0, one optimiser step moves only
+    the token ASR; validation still reports all three losses. All weights 0 is refused."""
+    from datamodules.tts import TTSBatch
+
+    torch.manual_seed(0)
+    module = _tiny_sft({"lm": 0.0, "flow": 0.0})
+    assert module.active == ("token_asr",)
+    batch = TTSBatch(["call alice", "hi"], ["en-us", "en+f3"], torch.randint(0, 16, (2, 12)), torch.tensor([12, 9]),
+                     torch.randn(2, 48, 80), torch.tensor([48, 36]), ["a", "b"], [0.5, 0.4])
+    before = {k: v.clone() for k, v in module.tts.state_dict().items()}
+    opt = module.configure_optimizers()["optimizer"]
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == \
+        sum(p.numel() for p in module.tts.token_asr.parameters())
+    module.training_step(batch, 0).backward()          # logging outside a Trainer is a no-op warning
+    opt.step()
+    after = module.tts.state_dict()
+    moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {"token_asr"}
+    assert set(module.losses(batch)) == {"lm", "flow", "token_asr", "loss"}
+    with pytest.raises(ValueError, match="every weight is 0"):
+        _tiny_sft({"lm": 0.0, "flow": 0.0, "token_asr": 0.0})
