@@ -8,7 +8,6 @@ same torch engine RL uses. The AudioLLM lives at ``self.policy`` so that RL's
 """
 from __future__ import annotations
 
-import math
 
 import lightning as L
 import torch
@@ -19,6 +18,7 @@ from speech_rl.data.features import spec_augment
 from speech_rl.engines import SamplingParams, TorchEngine
 from speech_rl.metrics import PerSetErrorRates, TextNormalizer, val_set_names
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
+from speech_rl.modules.optim import adamw_warmup_cosine
 
 
 class ASRSFTModule(L.LightningModule):
@@ -92,21 +92,3 @@ class ASRSFTModule(L.LightningModule):
 
     def configure_optimizers(self):
         return adamw_warmup_cosine(self.parameters(), self.hparams.optim)
-
-
-def adamw_warmup_cosine(params, o: dict) -> dict:
-    """AdamW (lr, weight_decay, betas) with linear warm-up over ``warmup_steps`` and a
-    cosine decay to 10 % of lr at ``total_steps`` (constant after warm-up when 0)."""
-    opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o.get("weight_decay", 0.0),
-                            betas=tuple(o.get("betas", (0.9, 0.98))))
-    warm, total = int(o.get("warmup_steps", 0)), int(o.get("total_steps", 0))
-
-    def lr_at(step: int) -> float:
-        w = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
-        if total > 0:                                                      # cosine to 10 % after warm-up
-            frac = min(1.0, max(0.0, (step - warm) / max(1, total - warm)))
-            return w * (0.1 + 0.9 * 0.5 * (1 + math.cos(frac * math.pi)))
-        return w
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -14,6 +14,7 @@ from torch import nn
 
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams, build_engine
+from speech_rl.modules.optim import adamw_warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,7 @@ class RLModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.hparams.optim
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o.get("weight_decay", 0.0),
-                                betas=tuple(o.get("betas", (0.9, 0.999))))
-        warm = int(o.get("warmup_steps", 0))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(params, {"betas": (0.9, 0.999), **o})      # constant unless total_steps
 
     def guarded_step(self, losses: Iterator[torch.Tensor]) -> dict[str, float]:
         """Backward every micro-batch loss yielded by ``losses``, clip, and step — unless a

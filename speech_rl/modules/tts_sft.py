@@ -20,7 +20,7 @@ import torch
 
 from datamodules.tts import TTSBatch
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
-from speech_rl.modules.asr_sft import adamw_warmup_cosine
+from speech_rl.modules.optim import adamw_warmup_cosine
 from speech_rl.tts.system import TTSSystem, build_tts_system
 
 
