@@ -8,7 +8,6 @@ same torch engine RL uses. The AudioLLM lives at ``self.policy`` so that RL's
 """
 from __future__ import annotations
 
-
 import lightning as L
 import torch
 from torch import nn

@@ -8,10 +8,11 @@ same batches (one pass over the audio for all three):
   token_asr  CTC ``-log P(text | tokens)`` per character, on the tokenised corpus
 
 ``loss = lm + flow + token_asr`` (each weight from ``loss_weights``). A part whose
-weight is 0 is frozen and its loss is not computed in training (``experiment=tts_token_asr``
-trains the token ASR further on its own, from a supervised checkpoint); validation still
-reports all three, and the token ASR's WER on ground-truth tokens. The system lives at ``self.tts`` so that
-RL's ``model.init_from`` and ``speech-rl eval-tts`` read the checkpoint directly.
+weight is 0 is frozen and its loss is not computed in training
+(``experiment=tts_token_asr`` trains the token ASR further on its own, from a supervised
+checkpoint); validation still reports all three, and the token ASR's WER on ground-truth
+tokens. The system lives at ``self.tts`` so that RL's ``model.init_from`` and
+``speech-rl eval-tts`` read the checkpoint directly.
 """
 from __future__ import annotations
 
