@@ -24,6 +24,8 @@ from speech_rl.metrics import ASRErrorRates, TextNormalizer
 from speech_rl.modules.optim import adamw_warmup_cosine
 from speech_rl.tts.system import TTSSystem, build_tts_system
 
+PARTS = ("lm", "flow", "token_asr")        # the trained parts of the system, one loss term each
+
 
 class TTSSFTModule(L.LightningModule):
     """Args: model (``build_tts_system`` kwargs), optim (see ``adamw_warmup_cosine``),
@@ -33,20 +35,19 @@ class TTSSFTModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.tts: TTSSystem = build_tts_system(**model)
-        self.weights = {"lm": 1.0, "flow": 1.0, "token_asr": 1.0, **(loss_weights or {})}
-        unknown = set(self.weights) - {"lm", "flow", "token_asr"}
+        self.weights = {**dict.fromkeys(PARTS, 1.0), **(loss_weights or {})}
+        unknown = set(self.weights) - set(PARTS)
         if unknown:
-            raise ValueError(f"loss_weights: unknown terms {sorted(unknown)} (known: lm, flow, token_asr)")
-        self.active = tuple(k for k in ("lm", "flow", "token_asr") if float(self.weights[k]) != 0.0)
+            raise ValueError(f"loss_weights: unknown terms {sorted(unknown)} (known: {', '.join(PARTS)})")
+        self.active = tuple(k for k in PARTS if float(self.weights[k]) != 0.0)
         if not self.active:
             raise ValueError(f"loss_weights: every weight is 0 ({self.weights}); nothing would be trained")
-        for k in ("lm", "flow", "token_asr"):
+        for k in PARTS:
             if k not in self.active:
                 getattr(self.tts, k).requires_grad_(False)
         self.val_metric = ASRErrorRates(TextNormalizer())
 
-    def losses(self, batch: TTSBatch, terms: tuple[str, ...] = ("lm", "flow", "token_asr")
-               ) -> dict[str, torch.Tensor]:
+    def losses(self, batch: TTSBatch, terms: tuple[str, ...] = PARTS) -> dict[str, torch.Tensor]:
         """The named loss terms of a batch, and ``loss``: their weighted sum."""
         tts, dev = self.tts, self.device
         out = {}

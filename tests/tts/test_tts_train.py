@@ -12,6 +12,11 @@ from tests.conftest import run_cli, scalars
 
 SMALL = ["model.lm.hidden_size=32", "model.flow.d_model=32", "model.flow.n_blocks=2", "model.flow.cond_layers=1",
          "model.token_asr.d_model=32", "model.token_asr.n_layers=1", "model.vocoder.n_iter=4"]
+# the same small system as a ``build_tts_system`` dict, for tests that build it directly
+TINY_TTS = {"tokenizer": {"_target_": "speech_rl.data.tokenizer.CharTokenizer"}, "n_codes": 16,
+            "speakers": ["en-us", "en+f3"], "lm": {"hidden_size": 32}, "flow": {"d_model": 32, "n_blocks": 2},
+            "token_asr": {"d_model": 32, "n_layers": 1},
+            "vocoder": {"_target_": "speech_rl.tts.vocoder.GriffinLimVocoder", "n_iter": 4}, "flow_steps": 2}
 
 
 def test_tts_sft_base_trains_and_its_checkpoint_synthesises(tmp_path):
@@ -46,10 +51,7 @@ def test_eval_tts_scores_a_text_list_written_elsewhere(tmp_path, capsys):
     from tests.conftest import TINY_MODEL
 
     torch.manual_seed(0)
-    tts_model = {"tokenizer": {"_target_": "speech_rl.data.tokenizer.CharTokenizer"}, "n_codes": 16,
-                 "speakers": ["en-us", "en+f3"], "lm": {"hidden_size": 32}, "flow": {"d_model": 32, "n_blocks": 2},
-                 "token_asr": {"d_model": 32, "n_layers": 1}, "vocoder": {"_target_":
-                 "speech_rl.tts.vocoder.GriffinLimVocoder", "n_iter": 4}, "flow_steps": 2}
+    tts_model = TINY_TTS
     tts = build_tts_system(**tts_model)
     torch.save({"hyper_parameters": {"model": tts_model}, "state_dict": {f"tts.{k}": v for k, v in tts.state_dict().items()}},
                tmp_path / "tts.ckpt")
@@ -78,10 +80,7 @@ def test_eval_tts_scores_a_text_list_written_elsewhere(tmp_path, capsys):
 def _tiny_sft(weights):
     from speech_rl.modules.tts_sft import TTSSFTModule
 
-    model = {"tokenizer": {"_target_": "speech_rl.data.tokenizer.CharTokenizer"}, "n_codes": 16,
-             "speakers": ["en-us", "en+f3"], "lm": {"hidden_size": 32}, "flow": {"d_model": 32, "n_blocks": 2},
-             "token_asr": {"d_model": 32, "n_layers": 1}, "flow_steps": 2}
-    return TTSSFTModule(model, {"lr": 1e-2, "warmup_steps": 0}, loss_weights=weights)
+    return TTSSFTModule(TINY_TTS, {"lr": 1e-2, "warmup_steps": 0}, loss_weights=weights)
 
 
 def test_a_zero_loss_weight_freezes_its_part_and_skips_its_loss():
