@@ -7,7 +7,8 @@
   speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr]
   speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
   speech-rl data tokenize MANIFEST... --tokenizer TOK.pt [--fit --codebook-size K]   TTS acoustic tokens
-  speech-rl eval-tts TEXTS.jsonl TTS.ckpt --asr ASR.ckpt [--reference M.jsonl --mos --wav-dir DIR --save F]
+  speech-rl eval-tts TEXTS.jsonl TTS.ckpt --asr ASR.ckpt [--reference M.jsonl --mos --wav-dir DIR --save F
+                                                          --seed S [S ...]]
   speech-rl plot RUN... [--tags a,b --smooth 0.6 --out stability.png]   stability curves (Figure 3)
   speech-rl export CKPT OUT [--dtype float16]  small shippable copy (hyper-parameters + model weights)
 
@@ -93,7 +94,9 @@ def _eval_tts(argv: list[str]) -> int:
     p.add_argument("--max-new-tokens", type=int, default=500)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="sampling seed(s); several (e.g. --seed 0 1 2) pool their samples' scores and list "
+                        "each seed's in per_seed (one draw of a sampled TTS moves WER by a point or two)")
     a = p.parse_args(argv)
     from speech_rl.evaluate import save_metrics
     from speech_rl.tts.evaluate import evaluate_tts

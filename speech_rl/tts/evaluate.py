@@ -13,11 +13,15 @@ synthesised (TTS LM sampling -> flow decoder -> vocoder) and scored by
                           base model's eval file) the ratio to the base
   finished                share of samples that emitted the stop token
 
+``--seed 0 1 2`` samples every text once per seed and pools the scores (``per_seed``
+keeps each seed's figures).
+
 Wavs go to ``--wav-dir`` when given (to listen to), metrics to ``--save``.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -71,24 +75,43 @@ def synthesise_texts(system, rows: list[dict], params: SamplingParams, batch_siz
 
 def evaluate_tts(checkpoint: str, texts: str, asr: str, speaker: str | None = None, reference: str | None = None,
                  mos: bool = False, base_seconds: float | None = None, wav_dir: str | None = None,
-                 max_new_tokens: int = 500, temperature: float = 1.0, top_k: int = 0, seed: int = 0) -> dict:
+                 max_new_tokens: int = 500, temperature: float = 1.0, top_k: int = 0,
+                 seed: int | Sequence[int] = 0) -> dict:
+    """Synthesise every text once per sampling seed and score all samples together.
+
+    TTS decoding samples, so one seed's WER moves by a point or two on a hundred texts
+    (README, TTS); several seeds measure the checkpoint instead of one draw. With seeds
+    S the metrics pool the S x len(texts) samples (every seed has the same references,
+    so the pooled WER is the mean of the seeds' WERs), ``per_seed`` lists each seed's
+    wer / sub / ins / del / seconds (/ speaker_sim / mos), and ``wer_seed_std`` their
+    spread. A seed's samples do not depend on the other seeds given: ``--seed 1`` alone
+    gives the same numbers as the seed-1 entry of ``--seed 0 1 2``."""
     from speech_rl.evaluate import load_policy, score
     from speech_rl.tts.system import load_tts_system
 
+    seeds = [seed] if isinstance(seed, int) else [int(s) for s in seed]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     system = load_tts_system(checkpoint)
     rows = read_texts(texts, speaker)
     unknown = sorted({r["speaker"] for r in rows} - set(system.speakers))
     if unknown:
         raise ValueError(f"speakers {unknown} are not in the TTS model's table {system.speakers}")
-    samples = synthesise_texts(system, rows, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
-                                                            top_k=top_k), seed=seed)
     sr = system.vocoder.sample_rate
     recogniser = load_policy(asr)
     eng = TorchEngine(recogniser.llm, recogniser.tokenizer.eos_id, recogniser.tokenizer.pad_id)
-    hyps = recogniser.transcribe_waveforms([torch.from_numpy(x["audio"]) for x in samples], eng,
-                                           SamplingParams(max_new_tokens=512, temperature=0.0), sample_rate=sr)
-    for x, h in zip(samples, hyps):
-        x["hyp"] = h
+    samples, per_seed = [], []
+    for s in seeds:
+        batch = synthesise_texts(system, rows, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
+                                                              top_k=top_k), seed=s)
+        hyps = recogniser.transcribe_waveforms([torch.from_numpy(x["audio"]) for x in batch], eng,
+                                               SamplingParams(max_new_tokens=512, temperature=0.0), sample_rate=sr)
+        for x, h in zip(batch, hyps):
+            x["hyp"], x["seed"] = h, s
+        r = score([{"ref": x["text"], "hyp": x["hyp"], "keywords": None} for x in batch])
+        per_seed.append({"seed": s, **{k: r[k] for k in ("wer", "sub", "ins", "del")},
+                         "seconds": float(np.mean([len(x["audio"]) / sr for x in batch]))})
+        samples += batch
     res = score([{"ref": x["text"], "hyp": x["hyp"], "keywords": None} for x in samples])
     res.pop("keyword_recall", None)
     res["seconds"] = float(np.mean([len(x["audio"]) / sr for x in samples]))
@@ -99,19 +122,41 @@ def evaluate_tts(checkpoint: str, texts: str, asr: str, speaker: str | None = No
     if reference:
         from rewards.tts import SpeakerSimReward
 
-        res["speaker_sim"] = float(np.mean(SpeakerSimReward(reference)(audio=audio, sample_rate=rates, speaker=spk)))
+        res["speaker_sim"] = _pooled(SpeakerSimReward(reference)(audio=audio, sample_rate=rates, speaker=spk),
+                                     per_seed, "speaker_sim")
     if mos:
         from rewards.tts import DNSMOSReward
 
-        res["mos"] = float(np.mean(DNSMOSReward()(audio=audio, sample_rate=rates)))
+        res["mos"] = _pooled(DNSMOSReward()(audio=audio, sample_rate=rates), per_seed, "mos")
     if wav_dir:
-        import soundfile as sf
+        _write_wavs(samples, sr, Path(wav_dir), by_seed=len(seeds) > 1)
+    res["utterances"] = float(len(rows))
+    res["seeds"] = seeds
+    if len(seeds) > 1:
+        res["per_seed"] = per_seed
+        res["wer_seed_std"] = float(np.std([p["wer"] for p in per_seed], ddof=1))
+    return res
 
-        d = Path(wav_dir)
+
+def _pooled(values: list[float], per_seed: list[dict], key: str) -> float:
+    """Mean of per-sample ``values`` (seed-major, len(per_seed) equal blocks); writes each
+    seed's block mean into ``per_seed[i][key]``."""
+    blocks = np.array_split(np.asarray(values, dtype=np.float64), len(per_seed))
+    for p, b in zip(per_seed, blocks):
+        p[key] = float(b.mean())
+    return float(np.mean(values))
+
+
+def _write_wavs(samples: list[dict], sr: int, root: Path, by_seed: bool) -> None:
+    """wavs as ``<id>.wav`` plus ``hyps.jsonl``; with several seeds one ``seed<S>/`` folder each."""
+    import soundfile as sf
+
+    groups: dict[Path, list[dict]] = {}
+    for x in samples:
+        groups.setdefault(root / f"seed{x['seed']}" if by_seed else root, []).append(x)
+    for d, xs in groups.items():
         d.mkdir(parents=True, exist_ok=True)
-        for x in samples:
+        for x in xs:
             sf.write(d / f"{x['id']}.wav", np.clip(x["audio"], -1, 1), sr, subtype="PCM_16")
         (d / "hyps.jsonl").write_text("".join(json.dumps({"id": x["id"], "text": x["text"], "hyp": x["hyp"]}) + "\n"
-                                              for x in samples))
-    res["utterances"] = float(len(samples))
-    return res
+                                              for x in xs))

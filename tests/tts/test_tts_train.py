@@ -69,7 +69,23 @@ def test_eval_tts_scores_a_text_list_written_elsewhere(tmp_path, capsys):
         assert k in res and math.isfinite(res[k]), k
     assert res["utterances"] == 2 and res["duration_ratio"] == res["seconds"] / 0.5
     assert sorted(p.name for p in (tmp_path / "wav").iterdir()) == ["a.wav", "b.wav", "hyps.jsonl"]
+    # several sampling seeds: the pooled WER is the mean of the seeds' (same references), and a
+    # seed's figures do not depend on the other seeds given (seed 0 alone == the run above)
+    multi = tmp_path / "eval" / "tts_3seeds.json"
+    assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt"),
+                 "--speaker", "en-us", "--max-new-tokens", "20", "--seed", "0", "1", "2",
+                 "--wav-dir", str(tmp_path / "wav3"), "--save", str(multi)]) == 0
+    m = json.loads(multi.read_text())
+    assert m["seeds"] == [0, 1, 2] and [p["seed"] for p in m["per_seed"]] == [0, 1, 2]
+    assert m["per_seed"][0]["wer"] == res["wer"] and m["per_seed"][0]["seconds"] == res["seconds"]
+    assert m["wer"] == pytest.approx(sum(p["wer"] for p in m["per_seed"]) / 3, abs=1e-6)
+    assert m["utterances"] == 2 and m["wer_seed_std"] >= 0
+    assert len({round(p["seconds"], 6) for p in m["per_seed"]}) > 1, "the seeds drew the same samples"
+    assert sorted(p.name for p in (tmp_path / "wav3").iterdir()) == ["seed0", "seed1", "seed2"]
     capsys.readouterr()
+    assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt"),
+                 "--speaker", "en-us", "--seed", "1", "1"]) == 2
+    assert "seeds must be distinct" in capsys.readouterr().err
     assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt")]) == 2
     assert "elsewhere.jsonl:1: no 'speaker'" in capsys.readouterr().err
     texts.write_text('{"text": "hi", "speaker": "fr"}\n')
