@@ -69,7 +69,9 @@ def make_tts_table(runs: list[Path], base: Path | None = None, test_set: str = "
                    base_set: str | None = None) -> str:
     """Markdown table in Table 2's shape: method | reward | runs | WER | Sub | Ins | Del |
     SS | MOS | seconds | duration ratio, from ``eval/<test_set>.json`` files written by
-    ``speech-rl eval-tts --save``; base first; WER and SS in %, as the paper; the
+    ``speech-rl eval-tts --save``; base first; ``runs`` counts the files averaged (and the
+    sampling draws each pools, ``3 x 6 draws``, when they were written with several
+    ``--seed``s; ± is then the std of the runs' pooled means); WER and SS in %, as the paper; the
     duration ratio is to the base row's mean seconds (over the base run and any other
     run labelled as a base, e.g. the base evaluated with other sampling seeds; n/a
     without ``base``). ``base_set``: the base runs' eval file when it has another name
@@ -97,8 +99,15 @@ def make_tts_table(runs: list[Path], base: Path | None = None, test_set: str = "
         cells.append(_cell([e.get("mos") for e in evs], scale=1.0))
         cells.append(_cell([e.get("seconds") for e in evs], scale=1.0))
         cells.append(_cell([e["seconds"] / base_seconds if base_seconds else None for e in evs], scale=1.0, digits=3))
-        lines.append(f"| {label[0]} | {label[1]} | {len(evs)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label[0]} | {label[1]} | {_runs_cell(evs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _runs_cell(evs: list[dict]) -> str:
+    """How many runs a row averages and, for files written by ``eval-tts --seed S S ...``,
+    how many sampling draws each pools: ``3``, ``3 x 6 draws``, ``3 x 6/10 draws``."""
+    draws = sorted({len(e.get("seeds") or [0]) for e in evs})
+    return str(len(evs)) if draws == [1] else f"{len(evs)} x {'/'.join(map(str, draws))} draws"
 
 
 def load_evals(run: Path) -> dict[str, dict]:
@@ -140,5 +149,5 @@ def make_table(runs: list[Path], base: Path | None = None, sets: tuple[str, str]
         for s in sets:
             for k in ("wer", "ins", "del"):
                 cells.append(_cell([e[s][k] if s in e else None for e in evs]))
-        lines.append(f"| {label[0]} | {label[1]} | {len(evs)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label[0]} | {label[1]} | {_runs_cell(evs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -79,6 +79,14 @@ def test_tts_table_has_table2_rows_and_duration_ratio_to_the_base(tmp_path):
         make_tts_table([cf], base=base, test_set="tts_test_step600")
     lines = make_tts_table([cf], base=base, test_set="tts_test_step600", base_set="tts_test").splitlines()
     assert lines[2].startswith("| - | - | 1 | 40.00 |") and lines[3].startswith("| Combined + filter | R1,R2,R3 | 1 | 28.00 |")
+    # files pooled over several sampling seeds (eval-tts --seed 0 1 ...) say so in the runs cell
+    ev = json.loads((cf / "eval" / "tts_test_step600.json").read_text())
+    (cf / "eval" / "tts_test_step600.json").write_text(json.dumps(dict(ev, seeds=[0, 1, 2, 3, 4, 5])))
+    (base / "eval" / "tts_test.json").write_text(json.dumps(dict(json.loads((base / "eval" / "tts_test.json")
+                                                                            .read_text()), seeds=list(range(10)))))
+    lines = make_tts_table([cf], base=base, test_set="tts_test_step600", base_set="tts_test").splitlines()
+    assert lines[2].startswith("| - | - | 1 x 10 draws | 40.00 |")
+    assert lines[3].startswith("| Combined + filter | R1,R2,R3 | 1 x 6 draws | 28.00 |")
 
 
 def test_tts_report_cli_names_a_run_without_the_tts_eval(tmp_path, corpus):
