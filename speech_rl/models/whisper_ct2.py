@@ -1,0 +1,178 @@
+"""Whisper weights from a CTranslate2 model folder (what faster-whisper loads) as a
+Hugging Face ``WhisperForConditionalGeneration``.
+
+CTranslate2 stores a model as one ``model.bin``: a header (binary version, spec name,
+revision), then named variables (rank, dims, dtype id, bytes) and aliases. Its Whisper
+converter (``ctranslate2/converters/transformers.py``, ``WhisperLoader``) fuses the
+attention projections: self-attention ``linear_0`` = [q; k; v] (k has no bias in HF, CT2
+stores zeros), cross-attention ``linear_0`` = q and ``linear_1`` = [k; v]. This module
+undoes that mapping; the converted model's greedy transcripts equal faster-whisper's on
+the same audio (tested, ``tests/models/test_whisper_ct2.py``).
+
+Only float weights are read (float32 / float16 / bfloat16 files: what CTranslate2 writes
+unless the model was converted with ``--quantization int8``); an int8 file is refused with
+a message, since its per-row scales would need a second code path nobody here can test.
+"""
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# CTranslate2's DataType enum order (include/ctranslate2/types.h; specs/model_spec.py)
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+_BF16 = 5
+
+
+def read_ct2_variables(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
+    """``model.bin`` -> (spec name, {variable name: array}); aliases resolved to their target.
+
+    Arrays view the file's bytes (read-only); bfloat16 variables come back as float32.
+    """
+    path = Path(path)
+    buf = path.read_bytes()
+    off = 0
+
+    def take(fmt: str):
+        nonlocal off
+        (v,) = struct.unpack_from(fmt, buf, off)
+        off += struct.calcsize(fmt)
+        return v
+
+    def string() -> str:
+        nonlocal off
+        n = take("H")
+        s = buf[off: off + n - 1].decode("utf-8")
+        off += n
+        return s
+
+    version = take("I")
+    if version < 4:
+        raise ValueError(f"{path}: CTranslate2 binary version {version} is older than 4 (no dtype field); "
+                         "re-convert the model with a current ct2-transformers-converter")
+    spec = string()
+    take("I")                                                   # spec revision
+    out: dict[str, np.ndarray] = {}
+    for _ in range(take("I")):
+        name = string()
+        dims = [take("I") for _ in range(take("B"))]
+        type_id, nbytes = take("B"), take("I")
+        raw = buf[off: off + nbytes]
+        off += nbytes
+        if type_id == _BF16:
+            arr = (np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+        elif type_id in _CT2_DTYPES:
+            arr = np.frombuffer(raw, dtype=_CT2_DTYPES[type_id])
+        else:
+            raise ValueError(f"{path}: variable {name!r} has an unknown CTranslate2 dtype id {type_id}")
+        out[name] = arr.reshape(dims)
+    for _ in range(take("I")):
+        alias, target = string(), string()
+        out[alias] = out[target]
+    return spec, out
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a, dtype=np.float32))
+
+
+def _linear(sd: dict, dst: str, v: dict, src: str, bias: bool = True) -> None:
+    sd[f"{dst}.weight"] = _t(v[f"{src}/weight"])
+    if bias:
+        sd[f"{dst}.bias"] = _t(v[f"{src}/bias"])
+
+
+def _norm(sd: dict, dst: str, v: dict, src: str) -> None:
+    sd[f"{dst}.weight"], sd[f"{dst}.bias"] = _t(v[f"{src}/gamma"]), _t(v[f"{src}/beta"])
+
+
+def _split_qkv(sd: dict, dst: str, v: dict, src: str, parts: tuple[str, ...]) -> None:
+    w, b = _t(v[f"{src}/weight"]), _t(v[f"{src}/bias"])
+    for name, wi, bi in zip(parts, w.chunk(len(parts)), b.chunk(len(parts))):
+        sd[f"{dst}.{name}.weight"] = wi
+        if name != "k_proj":                                   # HF Whisper's k_proj has no bias
+            sd[f"{dst}.{name}.bias"] = bi
+
+
+def _layers(v: dict, side: str) -> int:
+    return len({k.split("/")[1] for k in v if re.match(rf"{side}/layer_\d+/", k)})
+
+
+def whisper_config_from_ct2(v: dict[str, np.ndarray], config_json: dict | None = None):
+    """A ``WhisperConfig`` with the shapes of CT2 variables ``v``."""
+    from transformers import WhisperConfig
+
+    d_model = v["encoder/conv1/weight"].shape[0]
+    cfg = config_json or {}
+    return WhisperConfig(
+        vocab_size=v["decoder/embeddings/weight"].shape[0], num_mel_bins=v["encoder/conv1/weight"].shape[1],
+        d_model=d_model, encoder_layers=_layers(v, "encoder"), decoder_layers=_layers(v, "decoder"),
+        encoder_attention_heads=int(v["encoder/num_heads"]), decoder_attention_heads=int(v["decoder/num_heads"]),
+        encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+        decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+        max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
+        max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
+        suppress_tokens=cfg.get("suppress_ids"), begin_suppress_tokens=cfg.get("suppress_ids_begin"))
+
+
+def ct2_to_hf_state_dict(v: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """CT2 Whisper variables -> a ``WhisperForConditionalGeneration`` state dict (float32)."""
+    if v["encoder/conv1/weight"].dtype == np.int8:
+        raise ValueError("int8-quantised CTranslate2 weights are not supported: use a float16/float32 model.bin "
+                         "(ct2-transformers-converter without --quantization int8)")
+    sd: dict[str, torch.Tensor] = {}
+    e, d = "model.encoder", "model.decoder"
+    for i in (1, 2):
+        _linear(sd, f"{e}.conv{i}", v, f"encoder/conv{i}")
+    sd[f"{e}.embed_positions.weight"] = _t(v["encoder/position_encodings/encodings"])
+    _norm(sd, f"{e}.layer_norm", v, "encoder/layer_norm")
+    for i in range(_layers(v, "encoder")):
+        s, t = f"encoder/layer_{i}", f"{e}.layers.{i}"
+        _split_qkv(sd, f"{t}.self_attn", v, f"{s}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+        _linear(sd, f"{t}.self_attn.out_proj", v, f"{s}/self_attention/linear_1")
+        _norm(sd, f"{t}.self_attn_layer_norm", v, f"{s}/self_attention/layer_norm")
+        _linear(sd, f"{t}.fc1", v, f"{s}/ffn/linear_0")
+        _linear(sd, f"{t}.fc2", v, f"{s}/ffn/linear_1")
+        _norm(sd, f"{t}.final_layer_norm", v, f"{s}/ffn/layer_norm")
+    sd[f"{d}.embed_tokens.weight"] = _t(v["decoder/embeddings/weight"])
+    sd[f"{d}.embed_positions.weight"] = _t(v["decoder/position_encodings/encodings"])
+    _norm(sd, f"{d}.layer_norm", v, "decoder/layer_norm")
+    for i in range(_layers(v, "decoder")):
+        s, t = f"decoder/layer_{i}", f"{d}.layers.{i}"
+        _split_qkv(sd, f"{t}.self_attn", v, f"{s}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+        _linear(sd, f"{t}.self_attn.out_proj", v, f"{s}/self_attention/linear_1")
+        _norm(sd, f"{t}.self_attn_layer_norm", v, f"{s}/self_attention/layer_norm")
+        _linear(sd, f"{t}.encoder_attn.q_proj", v, f"{s}/attention/linear_0")
+        _split_qkv(sd, f"{t}.encoder_attn", v, f"{s}/attention/linear_1", ("k_proj", "v_proj"))
+        _linear(sd, f"{t}.encoder_attn.out_proj", v, f"{s}/attention/linear_2")
+        _norm(sd, f"{t}.encoder_attn_layer_norm", v, f"{s}/attention/layer_norm")
+        _linear(sd, f"{t}.fc1", v, f"{s}/ffn/linear_0")
+        _linear(sd, f"{t}.fc2", v, f"{s}/ffn/linear_1")
+        _norm(sd, f"{t}.final_layer_norm", v, f"{s}/ffn/layer_norm")
+    sd["proj_out.weight"] = sd[f"{d}.embed_tokens.weight"]
+    return sd
+
+
+def load_whisper_from_ct2(model_dir: str | Path):
+    """A CTranslate2 Whisper folder (``model.bin`` + ``config.json``) -> HF
+    ``WhisperForConditionalGeneration`` in eval mode, float32."""
+    from transformers import WhisperForConditionalGeneration
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.bin").is_file():
+        raise FileNotFoundError(f"{model_dir}: no model.bin (not a CTranslate2 model folder)")
+    spec, v = read_ct2_variables(model_dir / "model.bin")
+    if spec != "WhisperSpec":
+        raise ValueError(f"{model_dir}/model.bin holds a {spec!r}, not a Whisper model")
+    cj = model_dir / "config.json"
+    cfg = whisper_config_from_ct2(v, json.loads(cj.read_text()) if cj.is_file() else None)
+    model = WhisperForConditionalGeneration(cfg)
+    missing, unexpected = model.load_state_dict(ct2_to_hf_state_dict(v), strict=False)
+    missing = [k for k in missing if k != "proj_out.weight"]      # tied to embed_tokens
+    if missing or unexpected:
+        raise ValueError(f"{model_dir}: CT2 -> HF Whisper mapping left missing {missing[:5]} unexpected {unexpected[:5]}")
+    return model.eval()
