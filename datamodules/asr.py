@@ -108,7 +108,8 @@ class ASRDataModule(L.LightningDataModule):
             small split (long audio) or thins a large one without writing new manifests.
         synth: if given (a dict of ``synth_corpus`` arguments: ``out_dir``, ``splits``,
             ``seed``), missing manifests are synthesised with eSpeak NG first — the
-            embedded default.
+            embedded default; ``{preset: open, out_dir, seed, jobs}`` synthesises the
+            open-vocabulary corpus instead (``speech_rl.data.open_corpus``).
         extra_val: more validation sets, ``{name: manifest}``, each its own loader whose
             metrics are logged as ``<name>/wer`` ... beside ``val/*`` (e.g. ``val_long``:
             held-out long pool audio, for picking an RL checkpoint on long audio).
@@ -137,7 +138,11 @@ class ASRDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         s = self.hparams.synth
-        if s:
+        if s and s.get("preset") == "open":
+            from speech_rl.data.open_corpus import synth_open_corpus
+
+            synth_open_corpus(s["out_dir"], seed=int(s.get("seed", 0)), jobs=int(s.get("jobs", 2)))
+        elif s:
             from speech_rl.data.synth import synth_corpus
 
             synth_corpus(s["out_dir"], dict(s["splits"]), seed=int(s.get("seed", 0)))
