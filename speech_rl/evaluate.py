@@ -116,9 +116,10 @@ def ctc_transcribe_manifest(policy: AudioLLM, head: torch.nn.Linear, manifest: s
     return out
 
 
-def score(rows: list[dict]) -> dict[str, float]:
-    """Corpus WER / Sub / Ins / Del and keyword recall of transcript rows."""
-    m = ASRErrorRates(TextNormalizer())
+def score(rows: list[dict], normalizer=None) -> dict[str, float]:
+    """Corpus WER / Sub / Ins / Del and keyword recall of transcript rows, both sides through
+    ``normalizer`` (default ``TextNormalizer()``; ``speech_rl.judge.WhisperNormalizer`` for Whisper)."""
+    m = ASRErrorRates(normalizer or TextNormalizer())
     m.update([r["ref"] for r in rows], [r["hyp"] for r in rows], [r.get("keywords") for r in rows])
     res = {k: float(v) for k, v in m.compute().items()}
     res["utterances"] = float(len(rows))

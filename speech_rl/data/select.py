@@ -90,11 +90,13 @@ def loops(hyp: str, repeats: int, max_n: int = 4) -> bool:
 
 
 def select_subsets(pool: list[Utterance], systems: list[dict[str, str]], sizes: dict[str, int],
-                   rules: SelectionRules = SelectionRules(), seed: int = 0
+                   rules: SelectionRules = SelectionRules(), seed: int = 0, normalizer=None
                    ) -> tuple[dict[str, list[Utterance]], dict]:
     """Pick D0-D3 from ``pool`` (each subset independently; a subset may be smaller than
     asked when too few utterances qualify). Returns subsets and a report (counts, rules,
-    how many qualified)."""
+    how many qualified). ``normalizer``: applied to every hypothesis before the D1
+    comparison (default ``TextNormalizer()``; ``speech_rl.judge.WhisperNormalizer`` when one
+    system is Whisper, which writes numbers as digits)."""
     unknown = set(sizes) - set(SUBSETS)
     if unknown:
         raise ValueError(f"unknown subsets {sorted(unknown)}; available: {', '.join(SUBSETS)}")
@@ -114,7 +116,7 @@ def select_subsets(pool: list[Utterance], systems: list[dict[str, str]], sizes: 
         scored = []
         for u in pool:
             hs = [s[u.id] for s in systems]
-            d = disagreement(hs)
+            d = disagreement(hs, normalizer)
             looped = any(loops(h, rules.loop_repeats) for h in hs)
             if d > rules.disagree_wer or looped:
                 scored.append((1.0 + d if looped else d, u))

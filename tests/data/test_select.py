@@ -82,3 +82,19 @@ def test_select_cli_writes_manifests_and_report(corpus, tmp_path):
     assert rep["selected"]["D1"] == rep["qualified"]["D1"] == 9     # rows 0, 3, ..., 21 (8) and the loop at 5
     d1 = [json.loads(x) for x in (tmp_path / "sel" / "D1.jsonl").read_text().splitlines()]
     assert d1[0]["id"] == rows[5]["id"] and Path(d1[0]["audio"]).is_absolute()
+
+
+def test_d1_with_whisper_normaliser_ignores_digit_spelling():
+    """Whisper writes '720', the base 'seven hundred and twenty': the same words once both
+    sides go through Whisper's normaliser, so the pair is no D1 disagreement."""
+    from speech_rl.data.manifest import Utterance
+    from speech_rl.data.select import select_subsets
+    from speech_rl.judge import WhisperNormalizer
+
+    pool = [Utterance(id="a", audio="a.wav", text="t", duration=2.0), Utterance(id="b", audio="b.wav", text="t",
+                                                                                 duration=2.0)]
+    systems = [{"a": "seven hundred and twenty people came", "b": "the cat sat"},
+               {"a": "720 people came.", "b": "a dog ran"}]
+    plain, _ = select_subsets(pool, systems, {"D1": 2})
+    whisper, _ = select_subsets(pool, systems, {"D1": 2}, normalizer=WhisperNormalizer())
+    assert [u.id for u in plain["D1"]] == ["b", "a"] and [u.id for u in whisper["D1"]] == ["b"]
