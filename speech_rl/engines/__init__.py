@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from speech_rl.engines.base import Rollout, RolloutEngine, SamplingParams
+from speech_rl.engines.base import EngineError, GuardedEngine, Rollout, RolloutEngine, SamplingParams
 from speech_rl.engines.torch_engine import TorchEngine
 
 _ENGINES: dict[str, Callable[..., Any]] = {}
@@ -40,5 +40,5 @@ def _sglang(**kwargs):
     return SGLangEngine(**kwargs)
 
 
-__all__ = ["Rollout", "RolloutEngine", "SamplingParams", "TorchEngine", "build_engine", "register_engine",
+__all__ = ["EngineError", "GuardedEngine", "Rollout", "RolloutEngine", "SamplingParams", "TorchEngine", "build_engine", "register_engine",
            "available_engines"]

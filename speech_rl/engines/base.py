@@ -73,3 +73,40 @@ class RolloutEngine(Protocol):
 
     def resume(self) -> None:
         """Take device memory back (weights first, then cache) before the next rollout."""
+
+
+class EngineError(RuntimeError):
+    """A rollout engine failed (its process died, it ran out of memory, it raised)."""
+
+
+class GuardedEngine:
+    """Wraps a rollout engine so that any failure of a contract call comes out as an
+    ``EngineError`` naming the engine, the call and where the run was (``where()``, e.g.
+    "step 12"), with the original exception chained. Other attributes pass through."""
+
+    _CALLS = ("generate", "update_weights", "release", "resume")
+
+    def __init__(self, engine, where=lambda: "?"):
+        self._engine, self._where = engine, where
+
+    @property
+    def inner(self):
+        return self._engine
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("_engine", "_where"):      # copy / pickle before __init__
+            raise AttributeError(name)
+        attr = getattr(self._engine, name)
+        if name not in self._CALLS:
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except EngineError:
+                raise
+            except Exception as exc:
+                raise EngineError(f"rollout engine {type(self._engine).__name__}.{name} failed at {self._where()}: "
+                                  f"{type(exc).__name__}: {exc}. Nothing was written for this step; the last "
+                                  "checkpoint is intact (resume=auto continues from it)") from exc
+        return call
