@@ -8,7 +8,7 @@ Built-in rewards: ``wer``, ``hallucination``, ``keyword`` (see ``rewards.asr``);
 from rewards.registry import RewardError, available_rewards, get_reward, load_plugins, register_reward
 from rewards import asr as _asr  # noqa: F401  (registers the built-in ASR rewards)
 from rewards import tts as _tts  # noqa: F401  (registers the built-in TTS rewards)
-from rewards.combine import RewardOutput, RewardSet, RewardTerm
+from rewards.combine import RewardOutput, RewardSet, RewardTerm, RewardTimeout
 
 __all__ = ["register_reward", "get_reward", "available_rewards", "load_plugins", "RewardSet", "RewardTerm",
-           "RewardOutput", "RewardError"]
+           "RewardOutput", "RewardError", "RewardTimeout"]

@@ -2,12 +2,43 @@
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
 
 from rewards.registry import RewardError, get_reward, load_plugins
+
+
+class RewardTimeout(RewardError):
+    """A reward call ran past ``timeout_s``."""
+
+
+def call_with_timeout(fn, timeout_s: float | None, name: str, **fields):
+    """``fn(**fields)``; with ``timeout_s`` it runs in a daemon thread and a call that has
+    not returned by then raises ``RewardTimeout`` naming the reward (the thread is left to
+    finish or hang on its own: Python cannot stop it, and a daemon thread does not keep the
+    process alive)."""
+    if not timeout_s:
+        return fn(**fields)
+    box: dict[str, Any] = {}
+
+    def run():
+        try:
+            box["value"] = fn(**fields)
+        except BaseException as exc:           # re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"reward-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise RewardTimeout(f"reward {name!r} did not return within reward.timeout_s={timeout_s:g} s "
+                            f"for {len(fields.get('hyp') or [])} samples")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 @dataclass
@@ -48,7 +79,13 @@ class RewardSet:
     [1.0, -1.0]
     """
 
-    def __init__(self, terms: Mapping[str, Mapping[str, Any]] | list[RewardTerm], plugins: list[str] | None = None):
+    def __init__(self, terms: Mapping[str, Mapping[str, Any]] | list[RewardTerm], plugins: list[str] | None = None,
+                 timeout_s: float | None = None, on_timeout: str = "error"):
+        if on_timeout not in ("error", "skip"):
+            raise RewardError(f"reward.on_timeout must be 'error' or 'skip', got {on_timeout!r}")
+        if timeout_s is not None and not float(timeout_s) > 0:
+            raise RewardError(f"reward.timeout_s must be > 0 seconds or null, got {timeout_s!r}")
+        self.timeout_s, self.on_timeout = (float(timeout_s) if timeout_s else None), on_timeout
         load_plugins(plugins)
         if isinstance(terms, Mapping):
             parsed = []
@@ -64,6 +101,14 @@ class RewardSet:
         self.terms = list(terms)
         self.fns = {t.name: get_reward(t.name, **t.params) for t in self.terms}
 
+    @classmethod
+    def from_config(cls, reward: Mapping[str, Any]) -> "RewardSet":
+        """From a ``reward`` config group: ``terms``, ``plugins``, ``timeout_s`` (per reward
+        call, null: none) and ``on_timeout`` (error: stop naming the reward; skip: the RL step
+        skips the batch and counts it in ``train/reward_timeouts``)."""
+        return cls(reward.get("terms", {}), reward.get("plugins"), reward.get("timeout_s"),
+                   reward.get("on_timeout", "error"))
+
     @property
     def names(self) -> list[str]:
         return [t.name for t in self.terms]
@@ -73,7 +118,7 @@ class RewardSet:
         per: dict[str, list[float | None]] = {}
         for t in self.terms:
             try:
-                vals = self.fns[t.name](**fields)
+                vals = call_with_timeout(self.fns[t.name], self.timeout_s, t.name, **fields)
             except RewardError:
                 raise
             except Exception as exc:

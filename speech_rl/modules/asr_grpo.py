@@ -23,7 +23,7 @@ from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams
 from speech_rl.metrics import PerSetErrorRates, TextNormalizer, val_set_names, word_errors
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
-from speech_rl.modules.rl_base import RLModule, decoder_layers, finite_mean, rollout_sampling_params
+from speech_rl.modules.rl_base import RLModule, skip_on_reward_timeout, decoder_layers, finite_mean, rollout_sampling_params
 
 LOSSES = ("grpo", "mwer")
 
@@ -51,7 +51,7 @@ class ASRGRPOModule(RLModule):
             self.policy.encoder.requires_grad_(False)
         self.reference = AudioLLM(self.policy.tokenizer, nn.Identity(), self._init_reference(self.policy.projector),
                                   self._init_reference(self.policy.llm)).requires_grad_(False)
-        self.rewards = RewardSet(reward.get("terms", {}), reward.get("plugins"))
+        self.rewards = RewardSet.from_config(reward)
         self.hallucination_probe = HallucinationReward()
         self.normalizer = TextNormalizer()
         self.val_metrics = PerSetErrorRates(self.normalizer)     # one per validation set (data.extra_val)
@@ -150,6 +150,7 @@ class ASRGRPOModule(RLModule):
         metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
 
     # ---- Lightning ----------------------------------------------------------------------
+    @skip_on_reward_timeout
     def training_step(self, batch: ASRBatch, batch_idx: int) -> None:
         frames, frame_lens = self.encode(batch)
         rollout = self.generate(frames, frame_lens, self.group_size, self.train_params)

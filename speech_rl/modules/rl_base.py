@@ -4,6 +4,7 @@ checkpoint hooks for the engine's state."""
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 from typing import Any, Iterator
@@ -12,11 +13,31 @@ import lightning as L
 import torch
 from torch import nn
 
+from rewards.combine import RewardTimeout
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams, build_engine
+from speech_rl.engines.base import GuardedEngine
 from speech_rl.modules.optim import adamw_warmup_cosine
 
 log = logging.getLogger(__name__)
+
+
+def skip_on_reward_timeout(training_step):
+    """Decorator for an RL module's ``training_step``: a ``RewardTimeout`` with
+    ``reward.on_timeout=skip`` skips the batch (no optimiser step, no weight sync) and
+    counts it (``train/reward_timeouts``); with ``error`` (default) it stops the run."""
+    @functools.wraps(training_step)
+    def step(self, batch, batch_idx):
+        try:
+            return training_step(self, batch, batch_idx)
+        except RewardTimeout as exc:
+            if self.rewards.on_timeout != "skip":
+                raise
+            self.reward_timeouts += 1
+            log.warning("step %d: batch skipped (%s); %d skipped so far", self.global_step, exc, self.reward_timeouts)
+            self.log("train/reward_timeouts", float(self.reward_timeouts), on_step=True, on_epoch=False, batch_size=1)
+            return None
+    return step
 
 
 def full_named_parameters(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -50,6 +71,7 @@ class RLModule(L.LightningModule):
         self.automatic_optimization = False
         self.engine = None
         self.skipped_steps = 0
+        self.reward_timeouts = 0
 
     # ---- construction ------------------------------------------------------------------
     def _init_reference(self, trainable: nn.Module) -> nn.Module:
@@ -60,8 +82,9 @@ class RLModule(L.LightningModule):
     def _build_engine(self, lm: nn.Module, eos_id: int, pad_id: int) -> None:
         cfg = self.hparams.rollout
         seed = int(self.hparams.get("seed", 0)) + 1000 * self.global_rank
-        self.engine = build_engine(cfg.get("engine", "torch"), lm=lm, eos_id=eos_id, pad_id=pad_id, seed=seed,
-                                   **dict(cfg.get("engine_kwargs") or {}))
+        engine = build_engine(cfg.get("engine", "torch"), lm=lm, eos_id=eos_id, pad_id=pad_id, seed=seed,
+                              **dict(cfg.get("engine_kwargs") or {}))
+        self.engine = GuardedEngine(engine, lambda: f"step {self.global_step}")
 
     def configure_model(self) -> None:
         """FSDP2 under ``ModelParallelStrategy``: shard decoder layers, then each trainable
@@ -186,11 +209,13 @@ class RLModule(L.LightningModule):
         if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             ranks = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(ranks, local)
-        checkpoint["speech_rl"] = {"skipped_steps": self.skipped_steps, "ranks": ranks}
+        checkpoint["speech_rl"] = {"skipped_steps": self.skipped_steps, "reward_timeouts": self.reward_timeouts,
+                                   "ranks": ranks}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("speech_rl", {})
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.reward_timeouts = int(state.get("reward_timeouts", 0))     # absent in checkpoints before it existed
         ranks = state.get("ranks") or [{"engine": state.get("engine"), "rng": state.get("rng")}]
         rank = self.global_rank
         if rank >= len(ranks):

@@ -20,7 +20,7 @@ from rewards import RewardSet
 from speech_rl.algorithms import group_advantages, grpo_loss
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.models.llm import build_causal_lm, response_logprobs
-from speech_rl.modules.rl_base import RLModule, decoder_layers, rollout_sampling_params
+from speech_rl.modules.rl_base import RLModule, skip_on_reward_timeout, decoder_layers, rollout_sampling_params
 
 
 class TextGRPOModule(RLModule):
@@ -40,7 +40,7 @@ class TextGRPOModule(RLModule):
         self.tokenizer = tokenizer
         self.policy = build_causal_lm(**{"vocab_size": tokenizer.vocab_size, **llm})
         self.reference = self._init_reference(self.policy) if float(algorithm.get("beta", 0.0)) > 0 else None
-        self.rewards = RewardSet(reward.get("terms", {}), reward.get("plugins"))
+        self.rewards = RewardSet.from_config(reward)
         self.group_size = int(algorithm["group_size"])
         self.train_params = rollout_sampling_params(rollout)
 
@@ -75,6 +75,7 @@ class TextGRPOModule(RLModule):
             mask[i, n - len(s):] = 1
         return ids, mask
 
+    @skip_on_reward_timeout
     def training_step(self, batch: list[dict], batch_idx: int) -> None:
         g, a = self.group_size, self.hparams.algorithm
         with run_phase(self, "rollout"), torch.no_grad():

@@ -34,7 +34,7 @@ from speech_rl.algorithms import diffro_loss, group_advantages, grpo_loss, sampl
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
-from speech_rl.modules.rl_base import RLModule, decoder_layers, rollout_sampling_params
+from speech_rl.modules.rl_base import RLModule, skip_on_reward_timeout, decoder_layers, rollout_sampling_params
 from speech_rl.tts.system import TTSSystem, build_tts_system
 
 ALGORITHMS = ("grpo", "diffro", "combined")
@@ -63,7 +63,7 @@ class TTSRLModule(RLModule):
         for part in (self.tts.flow, self.tts.token_asr, self.tts.vocoder):      # only the LM learns
             part.requires_grad_(False).eval()
         self.reference = self._init_reference(self.tts.lm) if float(algorithm.get("beta", 0.0)) > 0 else None
-        self.rewards = RewardSet(reward.get("terms", {}), reward.get("plugins"))
+        self.rewards = RewardSet.from_config(reward)
         self.group_size = int(algorithm["group_size"])
         self.train_params = rollout_sampling_params(rollout)
         self.val_params = SamplingParams(max_new_tokens=int(rollout.get("val_max_new_tokens", rollout["max_new_tokens"])),
@@ -146,6 +146,7 @@ class TTSRLModule(RLModule):
         return asr.transcribe_waveforms(audio, self._asr_engine, SamplingParams(max_new_tokens=256, temperature=0.0),
                                         sample_rate=self.tts.vocoder.sample_rate)
 
+    @skip_on_reward_timeout
     def training_step(self, batch: TTSBatch, batch_idx: int) -> None:
         g, a = self.group_size, self.hparams.algorithm
         name = a["name"]
