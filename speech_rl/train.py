@@ -8,8 +8,10 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from speech_rl.callbacks.preemption import EXIT_CODE as PREEMPTED_EXIT, Preemption
 from speech_rl.checkpoint import AtomicCheckpointIO, find_resume_checkpoint
 from speech_rl.modules import ASRGRPOModule, ASRSFTModule
 
@@ -98,7 +100,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data, _convert_="all")      # plain containers: checkpoints load weights_only
     module = build_module(cfg)
     trainer = build_trainer(cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg))
+    except SIGTERMException:
+        saved = next((c.saved for c in trainer.callbacks if isinstance(c, Preemption)), None)
+        log.error("preempted (SIGTERM / SIGUSR1) at step %d; %s. Continue with the same command and resume=auto "
+                  "(same hydra.run.dir): it resumes from the newest loadable checkpoint. Exit code %d.",
+                  trainer.global_step, f"checkpoint {saved}" if saved else "no preemption checkpoint was written "
+                  "(add callbacks.preemption)", PREEMPTED_EXIT)
+        raise SystemExit(PREEMPTED_EXIT) from None
     bad = datamodule.num_bad_rows
     if bad:
         log.warning("%d bad manifest rows were skipped: %s", bad,
