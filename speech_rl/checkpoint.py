@@ -7,8 +7,10 @@ corrupt or partial ones with a message.
 """
 from __future__ import annotations
 
+import errno as errno_mod
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,16 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 log = logging.getLogger(__name__)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, quota, permissions); the file it would
+    have replaced, and every other checkpoint, are untouched."""
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file in the target's folder, fsync, rename over the target:
-    a crash leaves either the old file or the new one, never a partial one."""
+    a crash leaves either the old file or the new one, never a partial one. A failed write
+    (e.g. ENOSPC) removes the temp file and raises ``CheckpointWriteError`` naming the path
+    and the reason."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -31,9 +40,29 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
+    except (OSError, RuntimeError) as exc:   # torch.save reports a failed write as RuntimeError
+        errno = _errno_in(exc, target.parent)
+        reason = os.strerror(errno) if errno else f"{type(exc).__name__}: {exc}"
+        raise CheckpointWriteError(errno, f"could not write checkpoint {target}: {reason}; the previous "
+                                   f"checkpoints in {target.parent} are untouched") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _errno_in(exc: BaseException, folder: Path) -> int | None:
+    """The errno of the first OSError in ``exc``'s cause / context chain. torch.save reports
+    a short write as a RuntimeError without one; then ENOSPC if ``folder``'s file system has
+    under 1 MiB free (the partial temp file still fills it at this point)."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return errno_mod.ENOSPC if shutil.disk_usage(folder).free < 2**20 else None
+    except OSError:
+        return None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
