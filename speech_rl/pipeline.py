@@ -41,7 +41,7 @@ SHIPPED_BASE = Path(__file__).parent / "assets" / "asr_base.pt"
 def _train(args: list[str], data_dir: Path, run_dir: Path) -> None:
     """``speech-rl train ARGS`` in a child process with its output (progress bar
     included) both shown on stderr and kept in ``RUN_DIR.log``."""
-    env = dict(os.environ, SPEECH_RL_DATA=str(data_dir))
+    env = dict(os.environ, SPEECH_RL_DATA=str(data_dir), PYTHONUNBUFFERED="1")   # a pipe: no block buffering
     cmd = [sys.executable, "-m", "speech_rl.cli", "train", *args, f"hydra.run.dir={run_dir}"]
     log_path = run_dir.parent / f"{run_dir.name}.log"
     log.info("running: speech-rl train %s (log: %s)", " ".join(args), log_path)
