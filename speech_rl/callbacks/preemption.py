@@ -3,8 +3,9 @@ warning ahead of time) ends the run cleanly.
 
 Lightning's own SIGTERM handler sets ``trainer.received_sigterm``; the training loop then
 finishes the current step (rollout, update, weight sync, logging) and raises
-``SIGTERMException``, after broadcasting the flag from rank 0 so that every DDP rank stops at
-the same step. This callback adds SIGUSR1 to the same path, and on that exception writes
+``SIGTERMException``. Under DDP a signal can reach the ranks at different moments, so at the
+end of every step this callback all-reduces the flag (max over ranks): every rank then stops
+after the same step. It adds SIGUSR1 to the same path, and on that exception writes
 ``checkpoints/preempted.ckpt`` atomically (every rank calls, the strategy writes once);
 ``speech_rl.train.train`` then exits with ``EXIT_CODE`` and a message naming the checkpoint and the
 resume command. ``resume=auto`` picks that checkpoint up (the newest loadable one), and the
@@ -17,6 +18,8 @@ import signal
 import threading
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -48,6 +51,14 @@ class Preemption(Callback):
                 if callable(prev) and prev not in (signal.SIG_IGN, signal.SIG_DFL):
                     prev(signum, frame)                 # e.g. Lightning's SLURM auto-requeue
             signal.signal(sig, handler)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.world_size <= 1 or not (dist.is_available() and dist.is_initialized()):
+            return
+        flag = torch.tensor([1.0 if trainer.received_sigterm else 0.0], device=trainer.strategy.root_device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0:
+            trainer._signal_connector.received_sigterm = True
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if threading.current_thread() is threading.main_thread():

@@ -54,3 +54,37 @@ def test_two_process_resume_reproduces_the_uninterrupted_run(trainer, corpus, tm
         assert sorted(a[tag]) == list(range(6)) and sorted(b[tag]) == list(range(6)), tag
         for step in range(6):
             assert b[tag][step] == pytest.approx(a[tag][step], rel=1e-5, abs=1e-6), (tag, step, a[tag], b[tag])
+
+
+@pytest.mark.timeout(900)
+def test_sigterm_under_ddp_every_rank_stops_at_the_same_step(corpus, tmp_path):
+    """SIGTERM to the launching process of a 2-process DDP run: both ranks finish the same
+    step, preempted.ckpt holds both ranks' sampler states at that step, the run exits 143,
+    and resume=auto finishes it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import cli_path
+
+    args = ["experiment=asr_grpo_tiny", "trainer=ddp_cpu", "trainer.val_check_interval=1000",
+            "trainer.enable_progress_bar=false", "trainer.max_steps=30", "callbacks.checkpoint.every_n_train_steps=2"]
+    env = dict(os.environ, SPEECH_RL_DATA=str(corpus), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cli_path() + ["train", *args, f"hydra.run.dir={tmp_path}", "resume=auto"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = tmp_path / "checkpoints" / "step000002.ckpt"
+    deadline = time.time() + 400
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), proc.poll()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 143, out[-3000:]
+    ck = torch.load(tmp_path / "checkpoints" / "preempted.ckpt", map_location="cpu", weights_only=False)
+    assert 2 <= ck["global_step"] < 30 and len(ck["speech_rl"]["ranks"]) == 2
+    again = run_cli("train", *args, "trainer.max_steps=" + str(ck["global_step"] + 2), f"hydra.run.dir={tmp_path}",
+                    "resume=auto", cwd=tmp_path, data_dir=corpus, timeout=400)
+    assert "preempted.ckpt" in again.stdout + again.stderr
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == ck["global_step"] + 2
