@@ -98,6 +98,16 @@ def _split_qkv(sd: dict, dst: str, v: dict, src: str, parts: tuple[str, ...]) ->
             sd[f"{dst}.{name}.bias"] = bi
 
 
+def _self_attention_and_ffn(sd: dict, dst: str, v: dict, src: str) -> None:
+    """The parts encoder and decoder layers share: fused self-attention, its norm, the FFN."""
+    _split_qkv(sd, f"{dst}.self_attn", v, f"{src}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+    _linear(sd, f"{dst}.self_attn.out_proj", v, f"{src}/self_attention/linear_1")
+    _norm(sd, f"{dst}.self_attn_layer_norm", v, f"{src}/self_attention/layer_norm")
+    _linear(sd, f"{dst}.fc1", v, f"{src}/ffn/linear_0")
+    _linear(sd, f"{dst}.fc2", v, f"{src}/ffn/linear_1")
+    _norm(sd, f"{dst}.final_layer_norm", v, f"{src}/ffn/layer_norm")
+
+
 def _layers(v: dict, side: str) -> int:
     return len({k.split("/")[1] for k in v if re.match(rf"{side}/layer_\d+/", k)})
 
@@ -131,28 +141,17 @@ def ct2_to_hf_state_dict(v: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     sd[f"{e}.embed_positions.weight"] = _t(v["encoder/position_encodings/encodings"])
     _norm(sd, f"{e}.layer_norm", v, "encoder/layer_norm")
     for i in range(_layers(v, "encoder")):
-        s, t = f"encoder/layer_{i}", f"{e}.layers.{i}"
-        _split_qkv(sd, f"{t}.self_attn", v, f"{s}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
-        _linear(sd, f"{t}.self_attn.out_proj", v, f"{s}/self_attention/linear_1")
-        _norm(sd, f"{t}.self_attn_layer_norm", v, f"{s}/self_attention/layer_norm")
-        _linear(sd, f"{t}.fc1", v, f"{s}/ffn/linear_0")
-        _linear(sd, f"{t}.fc2", v, f"{s}/ffn/linear_1")
-        _norm(sd, f"{t}.final_layer_norm", v, f"{s}/ffn/layer_norm")
+        _self_attention_and_ffn(sd, f"{e}.layers.{i}", v, f"encoder/layer_{i}")
     sd[f"{d}.embed_tokens.weight"] = _t(v["decoder/embeddings/weight"])
     sd[f"{d}.embed_positions.weight"] = _t(v["decoder/position_encodings/encodings"])
     _norm(sd, f"{d}.layer_norm", v, "decoder/layer_norm")
     for i in range(_layers(v, "decoder")):
         s, t = f"decoder/layer_{i}", f"{d}.layers.{i}"
-        _split_qkv(sd, f"{t}.self_attn", v, f"{s}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
-        _linear(sd, f"{t}.self_attn.out_proj", v, f"{s}/self_attention/linear_1")
-        _norm(sd, f"{t}.self_attn_layer_norm", v, f"{s}/self_attention/layer_norm")
+        _self_attention_and_ffn(sd, t, v, s)
         _linear(sd, f"{t}.encoder_attn.q_proj", v, f"{s}/attention/linear_0")
         _split_qkv(sd, f"{t}.encoder_attn", v, f"{s}/attention/linear_1", ("k_proj", "v_proj"))
         _linear(sd, f"{t}.encoder_attn.out_proj", v, f"{s}/attention/linear_2")
         _norm(sd, f"{t}.encoder_attn_layer_norm", v, f"{s}/attention/layer_norm")
-        _linear(sd, f"{t}.fc1", v, f"{s}/ffn/linear_0")
-        _linear(sd, f"{t}.fc2", v, f"{s}/ffn/linear_1")
-        _norm(sd, f"{t}.final_layer_norm", v, f"{s}/ffn/layer_norm")
     sd["proj_out.weight"] = sd[f"{d}.embed_tokens.weight"]
     return sd
 
