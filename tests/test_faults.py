@@ -35,21 +35,20 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
 # ---- preemption ---------------------------------------------------------------------------
 @pytest.mark.timeout(900)
 def test_sigterm_at_a_random_step_then_resume_auto_is_exact(corpus, tmp_path):
-    """SIGTERM lands somewhere after step 2's checkpoint; the run finishes that step, writes
+    """SIGTERM lands somewhere after step 2's or step 4's checkpoint; the run finishes that step, writes
     preempted.ckpt, exits 143 saying how to resume, and resume=auto reproduces every logged
     scalar of the uninterrupted run."""
     ref = tmp_path / "ref"
     run_cli("train", *ARGS, f"hydra.run.dir={ref}", cwd=tmp_path, data_dir=corpus)
     run = tmp_path / "run"
     proc = _start(ARGS, run, corpus, tmp_path)
-    _wait_for(run / "checkpoints" / "step000002.ckpt", proc)
-    delay = random.Random().uniform(0.0, 3.0)          # a random point of steps 2-8
-    time.sleep(delay)
+    rng = random.Random()
+    after = rng.choice([2, 4])                          # a random point of steps 2-6
+    _wait_for(run / "checkpoints" / f"step{after:06d}.ckpt", proc)
+    time.sleep(rng.uniform(0.0, 0.5))
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)
-    if proc.returncode == 0:
-        pytest.skip(f"the run finished before the signal ({delay:.2f} s after step 2)")
-    assert proc.returncode == 143, out[-3000:]
+    assert proc.returncode == 143, (after, out[-3000:])
     assert "preempted" in out and "resume=auto" in out, out[-3000:]
     pre = run / "checkpoints" / "preempted.ckpt"
     assert checkpoint_problem(pre) is None
@@ -57,7 +56,12 @@ def test_sigterm_at_a_random_step_then_resume_auto_is_exact(corpus, tmp_path):
     assert 2 <= stopped_at < 8
     assert not list((run / "checkpoints").glob(".*tmp*"))
     again = run_cli("train", *ARGS, f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path, data_dir=corpus)
-    assert f"resuming from {pre}" in again.stdout + again.stderr
+    # the newest checkpoint holds the preemption step (preempted.ckpt, or last.ckpt / stepN.ckpt that
+    # ModelCheckpoint wrote in the same hook right after it)
+    import re
+
+    used = re.search(r"resume=auto: resuming from (\S+\.ckpt)", again.stdout + again.stderr).group(1)
+    assert torch.load(used, map_location="cpu", weights_only=False)["global_step"] == stopped_at, used
     a, b = by_step(ref), by_step(run)
     for tag in TAGS:
         assert sorted(b[tag]) == list(range(8)), (tag, sorted(b[tag]), stopped_at)
@@ -166,7 +170,8 @@ def test_hanging_reward_stops_the_run_or_skips_the_batch(corpus, tmp_path):
 
     s = scalars(tmp_path / "skip")
     # one batch skipped: the count is 1 from that step on; the run still made its 4 optimiser steps
-    assert set(s["train/reward_timeouts"]) == {1.0} and len(s["train/loss"]) == 4
+    assert set(s["train/reward_timeouts"]) == {1.0}
+    assert torch.load(tmp_path / "skip" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
 
 
 # ---- a full disk during a checkpoint --------------------------------------------------------

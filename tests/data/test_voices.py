@@ -53,7 +53,7 @@ def test_engine_speaks_what_whisper_reads(voice):
     from speech_rl.evaluate import score
     from speech_rl.judge import WhisperJudge, WhisperNormalizer
 
-    wav, sr = Speaker().speak(voice, SENTENCE, rate=1.1)
+    wav, sr = Speaker().speak(voice, SENTENCE)
     assert wav.dtype == np.float32 and np.isfinite(wav).all() and len(wav) > sr
     hyp = WhisperJudge(threads=1).transcribe(soxr.resample(wav, sr, 16000).astype(np.float32))
     wer = score([{"ref": SENTENCE, "hyp": hyp}], WhisperNormalizer())["wer"]
