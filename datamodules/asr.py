@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.sampler import EpochBatchSampler, ResumableDataLoader
+from speech_rl.callbacks.preemption import ignore_preemption_in_worker
 from speech_rl.data.features import LogMel, pad_features
 from speech_rl.data.manifest import BadRows, Utterance, read_manifest, utterance_audio
 
@@ -208,7 +209,7 @@ class ASRDataModule(L.LightningDataModule):
             raise ValueError(f"{len(self.train_set)} training utterances give no batch of {h.batch_size} "
                              f"on each of {sampler.world} processes")
         return ResumableDataLoader(self.train_set, sampler, collate_fn=self.collate, num_workers=h.num_workers,
-                                   persistent_workers=h.num_workers > 0)
+                                   persistent_workers=h.num_workers > 0, worker_init_fn=ignore_preemption_in_worker)
 
     def val_dataloader(self) -> DataLoader | list:
         """The ``val_manifest`` loader, or a list of it and one loader per ``extra_val`` set."""
@@ -222,4 +223,5 @@ class ASRDataModule(L.LightningDataModule):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             sampler = DistributedSampler(dataset, shuffle=False, drop_last=False)
         return DataLoader(dataset, batch_size=self.hparams.val_batch_size or self.hparams.batch_size,
-                          sampler=sampler, shuffle=False, collate_fn=self.collate, num_workers=self.hparams.num_workers)
+                          sampler=sampler, shuffle=False, collate_fn=self.collate, num_workers=self.hparams.num_workers,
+                          worker_init_fn=ignore_preemption_in_worker)

@@ -42,6 +42,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         os.replace(tmp, target)
     except (OSError, RuntimeError) as exc:   # torch.save reports a failed write as RuntimeError
         errno = _errno_in(exc, target.parent)
+        if isinstance(exc, RuntimeError) and not errno and "writ" not in str(exc).lower():
+            raise                 # not a write failure (e.g. a DataLoader worker died meanwhile): as it is
         reason = os.strerror(errno) if errno else f"{type(exc).__name__}: {exc}"
         raise CheckpointWriteError(errno, f"could not write checkpoint {target}: {reason}; the previous "
                                    f"checkpoints in {target.parent} are untouched") from exc

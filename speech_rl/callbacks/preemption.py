@@ -25,6 +25,19 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 log = logging.getLogger(__name__)
 
 EXIT_CODE = 143            # 128 + SIGTERM: what a job killed by SIGTERM reports; schedulers requeue on it
+PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+def ignore_preemption_in_worker(worker_id: int) -> None:
+    """``worker_init_fn`` for DataLoader workers: they ignore SIGTERM and SIGUSR1.
+
+    SLURM (``scancel``, ``--signal`` without ``B:``) and ``kill -- -PGID`` signal every process
+    of the job, DataLoader workers included; a worker killed that way makes the main process
+    fail mid-step ("DataLoader worker ... is killed by signal: Terminated") before it can
+    write ``preempted.ckpt``. Ignoring them leaves the stop to the main process, which shuts
+    its workers down as usual (a worker also exits when its parent dies)."""
+    for name in PREEMPTION_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 class Preemption(Callback):
