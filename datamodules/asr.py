@@ -10,8 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.sampler import EpochBatchSampler, ResumableDataLoader
-from speech_rl.callbacks.preemption import ignore_preemption_in_worker
+from datamodules.sampler import EpochBatchSampler, ResumableDataLoader, ignore_preemption_in_worker
 from speech_rl.data.features import LogMel, pad_features
 from speech_rl.data.manifest import BadRows, Utterance, read_manifest, utterance_audio
 

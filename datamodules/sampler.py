@@ -5,10 +5,12 @@ length-bucketed to cut padding), deals whole batches to data-parallel ranks, and
 start an epoch part-way. ``ResumableDataLoader`` counts the batches it has handed out
 and exposes ``state_dict`` / ``load_state_dict``, which Lightning stores in its
 checkpoints, so a resumed run continues with the very next batch.
+``ignore_preemption_in_worker`` keeps scheduler signals away from the workers.
 """
 from __future__ import annotations
 
 import random
+import signal
 from typing import Any, Iterator
 
 import torch.distributed as dist
@@ -85,6 +87,21 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.epoch_batches())
+
+
+PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+def ignore_preemption_in_worker(worker_id: int) -> None:
+    """``worker_init_fn`` for DataLoader workers: they ignore SIGTERM and SIGUSR1.
+
+    SLURM (``scancel``, ``--signal`` without ``B:``) and ``kill -- -PGID`` signal every process
+    of the job, DataLoader workers included; a worker killed that way makes the main process
+    fail mid-step ("DataLoader worker ... is killed by signal: Terminated") before it can
+    write ``preempted.ckpt``. Ignoring them leaves the stop to the main process, which shuts
+    its workers down as usual (a worker also exits when its parent dies)."""
+    for name in PREEMPTION_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 class ResumableDataLoader(DataLoader):

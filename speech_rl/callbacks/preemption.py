@@ -8,7 +8,8 @@ them at different moments; then it sets Lightning's ``received_sigterm``, and th
 loop raises ``SIGTERMException`` right after that step. It adds SIGUSR1 to the same path, and at the end of that step writes
 ``checkpoints/preempted.ckpt`` atomically (every rank calls, the strategy writes once);
 ``speech_rl.train.train`` then exits with ``EXIT_CODE`` and a message naming the checkpoint and the
-resume command. ``resume=auto`` picks that checkpoint up (the newest loadable one), and the
+resume command. DataLoader workers ignore both signals
+(``datamodules.sampler.ignore_preemption_in_worker``). ``resume=auto`` picks that checkpoint up (the newest loadable one), and the
 run continues with the same metric trajectory as one never interrupted.
 """
 from __future__ import annotations
@@ -25,21 +26,6 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 log = logging.getLogger(__name__)
 
 EXIT_CODE = 143            # 128 + SIGTERM: what a job killed by SIGTERM reports; schedulers requeue on it
-PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
-
-
-def ignore_preemption_in_worker(worker_id: int) -> None:
-    """``worker_init_fn`` for DataLoader workers: they ignore SIGTERM and SIGUSR1.
-
-    SLURM (``scancel``, ``--signal`` without ``B:``) and ``kill -- -PGID`` signal every process
-    of the job, DataLoader workers included; a worker killed that way makes the main process
-    fail mid-step ("DataLoader worker ... is killed by signal: Terminated") before it can
-    write ``preempted.ckpt``. Ignoring them leaves the stop to the main process, which shuts
-    its workers down as usual (a worker also exits when its parent dies)."""
-    for name in PREEMPTION_SIGNALS:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-
-
 class Preemption(Callback):
     """signals: signals treated like SIGTERM besides SIGTERM itself (default SIGUSR1);
     filename: the checkpoint written on preemption, beside the others."""
