@@ -120,6 +120,7 @@ def run_ours(tok_dir: str, hidden: int, layers: int, steps: int, engine_kwargs: 
     from torch.utils.data import DataLoader
 
     from rewards import register_reward
+    from speech_rl.algorithms.config import load_algorithm
     from speech_rl.callbacks import PhaseTimer
     from speech_rl.data.tokenizer import HFTokenizer
     from speech_rl.modules.text_grpo import TextGRPOModule
@@ -128,7 +129,7 @@ def run_ours(tok_dir: str, hidden: int, layers: int, steps: int, engine_kwargs: 
     L.seed_everything(SEED, verbose=False)
     module = TextGRPOModule(
         HFTokenizer(tok_dir, prefix="", suffix=""), llm=llm_kwargs(hidden, layers),
-        algorithm={"group_size": GROUP, "clip_eps": 0.2, "beta": 0.0},
+        algorithm=load_algorithm("grpo", group_size=GROUP, clip_eps=0.2, beta=0.0),
         reward={"terms": {"bench_prompt_overlap": {"weight": 1.0}}},
         rollout={"engine": "torch", "engine_kwargs": engine_kwargs, "max_new_tokens": MAX_NEW, "temperature": 1.0},
         optim={"lr": LR, "weight_decay": 0.0}, seed=SEED)

@@ -21,9 +21,38 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
+def sequence_mean(per_token: torch.Tensor, mask: torch.Tensor, length_norm: str,
+                  mean_tokens: float | None) -> torch.Tensor:
+    """(N, T) per-token loss -> scalar: ``sequence``: mean over sequences of each one's token
+    mean (eq. 2's 1/G sum_i 1/|o_i| sum_t); ``token``: sum over tokens / (N x mean length),
+    the mean length ``mean_tokens`` of the whole batch when this is one micro-batch of it."""
+    if length_norm not in ("sequence", "token"):
+        raise ValueError(f"length_norm must be 'sequence' or 'token', got {length_norm!r}")
+    if length_norm == "sequence":
+        per_seq = masked_mean(per_token, mask, dim=1)                  # (N,) 1/|o_i| sum_t
+    else:
+        norm = mask.sum(1).mean() if mean_tokens is None else torch.as_tensor(float(mean_tokens))
+        per_seq = (per_token * mask).sum(1) / norm.clamp(min=1)        # (N,) 1/mean|o| sum_t
+    return per_seq.mean()                                              # 1/G sum_i (and over prompts)
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, *, beta: float,
+               length_norm: str = "sequence", mean_tokens: float | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``beta`` x k3 KL(pi_theta || pi_ref), normalised like ``grpo_loss`` (the KL term of
+    eq. 2 alone; DiffRO's regulariser). Shapes (N, T); returns (loss, {"kl": token mean})."""
+    if ref_logp.shape != logp.shape or mask.shape != logp.shape:
+        raise ValueError(f"ref_logp {tuple(ref_logp.shape)} and mask {tuple(mask.shape)} must have logp's shape "
+                         f"{tuple(logp.shape)}")
+    mask = mask.to(logp.dtype)
+    kl = k3_kl(logp, ref_logp.detach())
+    loss = sequence_mean(beta * kl, mask, length_norm, mean_tokens)
+    return loss, {"kl": masked_mean(kl, mask).detach()}
+
+
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
-              advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float = 0.2,
-              beta: float = 0.1, clip_eps_high: float | None = None, length_norm: str = "sequence",
+              advantages: torch.Tensor, mask: torch.Tensor, *, clip_eps: float, beta: float,
+              clip_eps_high: float | None = None, length_norm: str = "sequence",
               mean_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO loss to *minimise* (the negative of eq. 2).
 
@@ -41,9 +70,9 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
         ref_logp: (N, T) log pi_ref, or None when ``beta == 0``.
         advantages: (N,) one advantage per sequence (eq. 1), shared by its tokens.
         mask: (N, T) 1 for response tokens (EOS included), 0 for padding.
-        clip_eps: lower clip range eps; ``clip_eps_high`` defaults to it (DAPO's
-            clip-higher when larger).
-        beta: KL coefficient.
+        clip_eps: lower clip range eps (``algorithm.clip_eps``; no default here, the config
+            is its one home); ``clip_eps_high`` defaults to it (DAPO's clip-higher when larger).
+        beta: KL coefficient (``algorithm.beta``).
         length_norm: ``sequence`` (eq. 2, the paper's) or ``token`` (see above).
         mean_tokens: with ``token``, the mean response length over the *whole* batch when
             ``logp`` is one micro-batch of it (so that micro-batch losses weighted by their
@@ -77,12 +106,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
         per_token = per_token + beta * kl
     else:
         kl = torch.zeros_like(logp)
-    if length_norm == "sequence":
-        per_seq = masked_mean(per_token, mask, dim=1)                  # (N,) 1/|o_i| sum_t
-    else:
-        norm = mask.sum(1).mean() if mean_tokens is None else torch.as_tensor(float(mean_tokens))
-        per_seq = (per_token * mask).sum(1) / norm.clamp(min=1)        # (N,) 1/mean|o| sum_t
-    loss = per_seq.mean()                                              # 1/G sum_i (and over prompts)
+    loss = sequence_mean(per_token, mask, length_norm, mean_tokens)
     with torch.no_grad():
         was_clipped = (clipped < unclipped).to(logp.dtype)             # min picked the clipped term
         pg = masked_mean(-surrogate, mask, dim=1).mean()

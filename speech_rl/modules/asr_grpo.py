@@ -18,7 +18,7 @@ from torch import nn
 from datamodules.asr import ASRBatch
 from rewards import RewardSet
 from rewards.asr import HallucinationReward
-from speech_rl.algorithms import group_advantages, grpo_loss, mwer_loss
+from speech_rl.algorithms import group_advantages, mwer_loss, parse_algorithm
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams
 from speech_rl.metrics import PerSetErrorRates, TextNormalizer, val_set_names, word_errors
@@ -44,8 +44,7 @@ class ASRGRPOModule(RLModule):
                  freeze_encoder: bool = True, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
-        if algorithm["name"] not in LOSSES:
-            raise ValueError(f"unknown algorithm {algorithm['name']!r}; available: {', '.join(LOSSES)}")
+        self.algo = parse_algorithm(algorithm, LOSSES)
         self.policy: AudioLLM = build_audio_llm(**model)
         if freeze_encoder:
             self.policy.encoder.requires_grad_(False)
@@ -55,7 +54,7 @@ class ASRGRPOModule(RLModule):
         self.hallucination_probe = HallucinationReward()
         self.normalizer = TextNormalizer()
         self.val_metrics = PerSetErrorRates(self.normalizer)     # one per validation set (data.extra_val)
-        self.group_size = int(algorithm["group_size"])
+        self.group_size = self.algo.group_size
         self.train_params = rollout_sampling_params(rollout)
         self.val_params = SamplingParams(max_new_tokens=int(rollout.get("val_max_new_tokens")
                                                             or rollout["max_new_tokens"]), temperature=0.0)
@@ -105,49 +104,39 @@ class ASRGRPOModule(RLModule):
                       "duration": rep(batch.durations), "id": rep(batch.ids),
                       "tokens": [t[m.bool()].tolist() for t, m in zip(rollout.tokens, rollout.mask)]}
             out = self.rewards(**fields)
-            adv, adv_m = group_advantages(out.total, g, scale=bool(self.hparams.algorithm.get("scale_advantages", True)))
+            adv, adv_m = group_advantages(out.total, g, scale=self.algo.scale_advantages)
             self.hallucination_probe(**fields)
             stats = {"hallucination_rate": finite_mean([float(r is not None) for r in self.hallucination_probe.last_reasons]),
                      **{f"adv_{k}": float(v) for k, v in adv_m.items()}}
         return hyps, out, adv, {**fields, **stats}
 
-    def policy_losses(self, frames, frame_lens, rollout, adv, fields, metrics: dict):
-        """Yield the loss of each micro-batch (for ``guarded_step``) and fill ``metrics``."""
-        a = self.hparams.algorithm
-        g = self.group_size
-        dev = self.device
-        ids, mask = rollout.tokens.to(dev), rollout.mask.to(dev)
+    def policy_phase(self, frames, frame_lens, rollout, adv, fields) -> dict[str, float]:
+        """The shared policy update (``RLModule.policy_update``) with the audio LLM's scoring:
+        GRPO's surrogate + KL, or MWER over each group's hypotheses."""
+        g, dev = self.group_size, self.device
+        ids, mask, adv = rollout.tokens.to(dev), rollout.mask.to(dev), adv.to(dev)
         temp = self.train_params.temperature or 1.0
-        n = ids.shape[0]
-        with torch.no_grad():
-            ref_logp = None
-            if a["name"] == "grpo" and float(a.get("beta", 0.0)) > 0:
-                ref_logp, _ = self.reference(frames, frame_lens, ids, mask, g, temp)
-        mb = int(a.get("micro_batch_size") or n)
-        mb = max(g, mb - mb % g)                                      # whole groups per micro-batch
-        mean_tokens = float(mask.sum()) / max(n, 1)                    # for length_norm=token
-        acc: dict[str, list] = {}
-        for start in range(0, n, mb):
-            sl = slice(start, start + mb)
-            bsl = slice(start // g, (start + mb) // g)
-            logp, ent = self.policy(frames[bsl], frame_lens[bsl], ids[sl], mask[sl], g, temp, with_entropy=True)
-            if a["name"] == "grpo":
-                loss, m = grpo_loss(logp, logp.detach(), ref_logp[sl] if ref_logp is not None else None,
-                                    adv[sl].to(dev), mask[sl], clip_eps=float(a.get("clip_eps", 0.2)),
-                                    beta=float(a.get("beta", 0.0)), clip_eps_high=a.get("clip_eps_high"),
-                                    length_norm=a.get("length_norm", "sequence"), mean_tokens=mean_tokens)
-            else:
-                errs = torch.tensor([word_errors(self.normalizer(r), self.normalizer(h)).errors
-                                     for r, h in zip(fields["ref"][sl], fields["hyp"][sl])], device=dev)
-                ref_len = torch.tensor([len(self.normalizer(r).split()) for r in fields["ref"][sl][::g]], device=dev)
-                loss, m = mwer_loss((logp * mask[sl]).sum(1), errs, g,
-                                    normalise_by_ref_len=ref_len if a.get("mwer_normalise") else None)
-            m["entropy"] = (ent.sum() / mask[sl].sum().clamp(min=1)).detach()
-            m["loss"] = loss.detach()
-            for k, v in m.items():
-                acc.setdefault(k, []).append(float(v))
-            yield loss * (logp.shape[0] / n)
-        metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
+        groups = lambda sl: slice(sl.start // g, sl.stop // g)      # noqa: E731  rows -> their prompts
+
+        def policy_logp(sl):
+            logp, ent = self.policy(frames[groups(sl)], frame_lens[groups(sl)], ids[sl], mask[sl], g, temp,
+                                    with_entropy=True)
+            return logp, ent, None
+
+        def reference_logp(sl):
+            return self.reference(frames[groups(sl)], frame_lens[groups(sl)], ids[sl], mask[sl], g, temp)[0]
+
+        def loss_terms(sl, logp, old_logp, ref_logp, aux, mean_tokens):
+            if self.algo.name == "grpo":
+                return self.grpo_term(logp, old_logp, ref_logp, adv[sl], mask[sl], mean_tokens)
+            errs = torch.tensor([word_errors(self.normalizer(r), self.normalizer(h)).errors
+                                 for r, h in zip(fields["ref"][sl], fields["hyp"][sl])], device=dev)
+            ref_len = torch.tensor([len(self.normalizer(r).split()) for r in fields["ref"][sl][::g]], device=dev)
+            return mwer_loss((logp * mask[sl]).sum(1), errs, g,
+                             normalise_by_ref_len=ref_len if self.algo.mwer_normalise else None)
+
+        return self.policy_update(mask, policy_logp, loss_terms,
+                                  reference_logp if self.algo.needs_reference else None)
 
     # ---- Lightning ----------------------------------------------------------------------
     @skip_on_reward_timeout
@@ -155,10 +144,8 @@ class ASRGRPOModule(RLModule):
         frames, frame_lens = self.encode(batch)
         rollout = self.generate(frames, frame_lens, self.group_size, self.train_params)
         hyps, rewards, adv, fields = self.score(batch, rollout)
-        metrics: dict[str, float] = {}
         with run_phase(self, "policy"):
-            for _ in range(int(self.hparams.algorithm.get("ppo_epochs", 1))):
-                metrics.update(self.guarded_step(self.policy_losses(frames, frame_lens, rollout, adv, fields, metrics)))
+            metrics = self.policy_phase(frames, frame_lens, rollout, adv, fields)
         self.sync_engine()
         log = self.step_log(rewards, rollout, fields["adv_zero_std_frac"], metrics,
                             hallucination_rate=fields["hallucination_rate"],

@@ -7,13 +7,14 @@ import copy
 import functools
 import logging
 import math
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import torch
 from torch import nn
 
 from rewards.combine import RewardTimeout
+from speech_rl.algorithms import AlgorithmConfig, grpo_loss
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams, build_engine
 from speech_rl.engines.base import GuardedEngine
@@ -65,6 +66,8 @@ class RLModule(L.LightningModule):
     the frozen reference. ``optim`` keys: lr, weight_decay, betas, grad_clip,
     warmup_steps.
     """
+
+    algo: AlgorithmConfig          # set by each subclass from its ``algorithm`` config (parse_algorithm)
 
     def __init__(self) -> None:
         super().__init__()
@@ -154,6 +157,62 @@ class RLModule(L.LightningModule):
                                          "checkpoint holds the last finite weights.")
         return {"grad_norm": float(grad_norm), "skipped_steps": float(self.skipped_steps),
                 "lr": float(sched.get_last_lr()[0])}
+
+    def policy_update(self, mask: torch.Tensor, policy_logp: Callable[[slice], tuple],
+                      loss_terms: Callable[..., tuple[torch.Tensor, dict]],
+                      reference_logp: Callable[[slice], torch.Tensor] | None = None) -> dict[str, float]:
+        """The policy phase of every RL step: ``algorithm.ppo_epochs`` guarded optimiser steps
+        on one rollout batch, each over micro-batches of whole groups.
+
+        mask: (N, T) response mask of the N = B x G rollout rows.
+        policy_logp(sl) -> (logp (n, T) with gradient, entropy (n, T) or None, aux): the
+            policy's log-probs of rows ``sl`` (``aux``: whatever ``loss_terms`` needs besides,
+            e.g. DiffRO's logits).
+        reference_logp(sl) -> (n, T): the frozen reference's, or None without a KL term;
+            scored per micro-batch (its memory is bounded by ``micro_batch_size``), once per
+            rollout.
+        loss_terms(sl, logp, old_logp, ref_logp, aux, mean_tokens) -> (loss, metrics) of a
+            micro-batch. ``old_logp`` is the log-prob under the policy that sampled: the
+            first epoch's (no update has happened yet in this rollout), kept for the later
+            epochs, whose ratio and clip then act.
+
+        Returns the optimiser metrics and the micro-batch means of ``loss_terms``' metrics,
+        ``loss`` and ``entropy``, of the last epoch."""
+        n = mask.shape[0]
+        mb = self.algo.rows_per_micro_batch(n)
+        slices = [slice(s, s + mb) for s in range(0, n, mb)]
+        mean_tokens = float(mask.sum()) / max(n, 1)          # for length_norm=token
+        old: dict[int, torch.Tensor] = {}
+        ref: dict[int, torch.Tensor | None] = {}
+        metrics: dict[str, float] = {}
+        for _ in range(self.algo.ppo_epochs):
+            acc: dict[str, list[float]] = {}
+
+            def losses():
+                for i, sl in enumerate(slices):
+                    if i not in ref:
+                        with torch.no_grad():
+                            ref[i] = reference_logp(sl) if reference_logp is not None else None
+                    logp, entropy, aux = policy_logp(sl)
+                    old.setdefault(i, logp.detach())        # a skipped step changes no weight, so still the sampler's
+                    loss, m = loss_terms(sl, logp, old[i], ref[i], aux, mean_tokens)
+                    if entropy is not None:
+                        m["entropy"] = entropy.sum() / mask[sl].sum().clamp(min=1)
+                    m["loss"] = loss.detach()
+                    for k, v in m.items():
+                        acc.setdefault(k, []).append(float(v))
+                    yield loss * (logp.shape[0] / n)
+
+            metrics.update(self.guarded_step(losses()))
+            metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
+        return metrics
+
+    def grpo_term(self, logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
+                  adv: torch.Tensor, mask: torch.Tensor, mean_tokens: float) -> tuple[torch.Tensor, dict]:
+        """GRPO's clipped surrogate + KL (eq. 2-4) with this run's ``algorithm`` settings."""
+        a = self.algo
+        return grpo_loss(logp, old_logp, ref_logp, adv, mask, clip_eps=a.clip_eps, beta=a.beta,
+                         clip_eps_high=a.clip_eps_high, length_norm=a.length_norm, mean_tokens=mean_tokens)
 
     def mean_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
         """Average scalar metrics over data-parallel ranks in one all-reduce (NaN-aware)."""

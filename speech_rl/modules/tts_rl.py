@@ -30,7 +30,8 @@ from torch import nn
 
 from datamodules.tts import TTSBatch
 from rewards import RewardSet
-from speech_rl.algorithms import diffro_loss, group_advantages, grpo_loss, sample_filter, straight_through_tokens
+from speech_rl.algorithms import (diffro_loss, group_advantages, kl_penalty, parse_algorithm, sample_filter,
+                                  straight_through_tokens)
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
@@ -57,14 +58,13 @@ class TTSRLModule(RLModule):
     def __init__(self, model: dict, algorithm: dict, reward: dict, rollout: dict, optim: dict, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
-        if algorithm.get("name") not in ALGORITHMS:
-            raise ValueError(f"unknown TTS algorithm {algorithm.get('name')!r}; available: {', '.join(ALGORITHMS)}")
+        self.algo = parse_algorithm(algorithm, ALGORITHMS)
         self.tts: TTSSystem = build_tts_system(**model)
         for part in (self.tts.flow, self.tts.token_asr, self.tts.vocoder):      # only the LM learns
             part.requires_grad_(False).eval()
-        self.reference = self._init_reference(self.tts.lm) if float(algorithm.get("beta", 0.0)) > 0 else None
+        self.reference = self._init_reference(self.tts.lm) if self.algo.needs_reference else None
         self.rewards = RewardSet.from_config(reward)
-        self.group_size = int(algorithm["group_size"])
+        self.group_size = self.algo.group_size
         self.train_params = rollout_sampling_params(rollout)
         self.val_params = SamplingParams(max_new_tokens=int(rollout.get("val_max_new_tokens", rollout["max_new_tokens"])),
                                          temperature=float(rollout.get("temperature", 1.0)),
@@ -148,8 +148,7 @@ class TTSRLModule(RLModule):
 
     @skip_on_reward_timeout
     def training_step(self, batch: TTSBatch, batch_idx: int) -> None:
-        g, a = self.group_size, self.hparams.algorithm
-        name = a["name"]
+        g = self.group_size
         with run_phase(self, "rollout"), torch.no_grad():
             prompt, pmask = self.tts.lm(batch.texts, batch.speakers)
             rollout = self.engine.generate(prompt, pmask, g, self.train_params)
@@ -167,63 +166,64 @@ class TTSRLModule(RLModule):
                 fields["audio"] = [w.cpu().numpy() for w in audio]
                 fields["sample_rate"] = [self.tts.vocoder.sample_rate] * len(texts)
             out = self.rewards(**fields)
-            adv, adv_m = group_advantages(out.total, g, scale=bool(a.get("scale_advantages", True)))
-        ids, mask = rollout.tokens.to(self.device), rollout.mask.to(self.device)
-        adv, finished = adv.to(self.device), rollout.finished.to(self.device)
-        use_diffro = name in ("diffro", "combined")
-        if use_diffro:
-            keep = torch.ones_like(finished)
-            if a.get("sample_filter", True):
-                keep = sample_filter(finished, adv if name == "combined" else None)
-        temp = self.train_params.temperature or 1.0
-        n = ids.shape[0]
-        mb = int(a.get("micro_batch_size") or n)
-        mb = max(g, mb - mb % g)
-        mean_tokens = float(mask.sum()) / max(n, 1)                    # for length_norm=token
-        acc: dict[str, list[float]] = {}
-        chars = torch.tensor([len(self.tts.lm.tokenizer.encode(t)) for t in texts], device=self.device)
-
-        def losses():
-            for start in range(0, n, mb):
-                sl = slice(start, start + mb)
-                bsl = slice(start // g, (start + mb) // g)
-                ref_logp = None
-                if self.reference is not None:
-                    with torch.no_grad():
-                        ref_logp, _ = self.reference(batch.texts[bsl], batch.speakers[bsl], ids[sl], mask[sl],
-                                                     group_size=g, temperature=temp)
-                if use_diffro:      # one teacher-forced pass gives both log-probs and the logits DiffRO needs
-                    logits = self.tts.lm.response_logits(texts[sl], speakers[sl], ids[sl]).float()
-                    logp = (logits / temp).log_softmax(-1).gather(-1, ids[sl, :, None])[..., 0] * mask[sl]
-                else:
-                    logp, _ = self.tts.lm(batch.texts[bsl], batch.speakers[bsl], ids[sl], mask[sl], group_size=g,
-                                          temperature=temp)
-                pg_adv = adv[sl] if name in ("grpo", "combined") else torch.zeros_like(adv[sl])
-                loss, m = grpo_loss(logp, logp.detach(), ref_logp, pg_adv, mask[sl],
-                                    clip_eps=float(a.get("clip_eps", 0.2)), beta=float(a.get("beta", 0.0)),
-                                    clip_eps_high=a.get("clip_eps_high"), length_norm=a.get("length_norm", "sequence"),
-                                    mean_tokens=mean_tokens)
-                if use_diffro:
-                    st = straight_through_tokens(logits, ids[sl], self.tts.lm.n_codes, float(a.get("gumbel_tau", 1.0)),
-                                                 a.get("hard_sample", "rollout"))
-                    lens = torch.tensor([max(len(t), 1) for t in tokens[sl]], device=self.device)
-                    lp = self.tts.token_asr.log_p_text(st, lens, texts[sl])
-                    d_loss, dm = diffro_loss(lp, chars[sl], keep[sl] & (lens > 0))
-                    loss = loss + float(a.get("diffro_weight", 1.0)) * d_loss
-                    m = {**m, **dm}
-                for k, v in {**m, "loss": loss.detach()}.items():
-                    acc.setdefault(k, []).append(float(v))
-                yield loss * (ids[sl].shape[0] / n)
-
+            adv, adv_m = group_advantages(out.total, g, scale=self.algo.scale_advantages)
         with run_phase(self, "policy"):
-            metrics = self.guarded_step(losses())
-        metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
+            metrics, keep = self.policy_phase(batch, rollout, adv, texts, speakers, tokens)
         self.sync_engine()
-        extra = {"finished_frac": float(finished.float().mean())}
-        if use_diffro:
+        extra = {"finished_frac": float(rollout.finished.float().mean())}
+        if keep is not None:
             extra["filter_keep_frac"] = float(keep.float().mean())
         log = self.step_log(out, rollout, adv_m["zero_std_frac"], metrics, **extra)
         self.log_dict(log, on_step=True, on_epoch=False, batch_size=len(batch))
+
+    def policy_phase(self, batch: TTSBatch, rollout, adv: torch.Tensor, texts: list[str], speakers: list,
+                     tokens: list[list[int]]) -> tuple[dict[str, float], torch.Tensor | None]:
+        """The shared policy update (``RLModule.policy_update``) with the TTS LM's scoring and
+        this algorithm's terms: GRPO's surrogate + KL, DiffRO (eq. 5-6) + KL, or both with
+        DiffRO on the rows the sample filter keeps. Returns the metrics and, with DiffRO, the
+        (N,) rows it was applied to."""
+        a, g, dev = self.algo, self.group_size, self.device
+        ids, mask = rollout.tokens.to(dev), rollout.mask.to(dev)
+        adv, finished = adv.to(dev), rollout.finished.to(dev)
+        temp = self.train_params.temperature or 1.0
+        groups = lambda sl: slice(sl.start // g, sl.stop // g)      # noqa: E731  rows -> their prompts
+        keep = None
+        if a.uses_diffro:
+            keep = sample_filter(finished, adv if a.name == "combined" else None) if a.sample_filter \
+                else torch.ones_like(finished)
+            chars = torch.tensor([len(self.tts.lm.tokenizer.encode(t)) for t in texts], device=dev)
+
+        def policy_logp(sl):
+            if a.uses_diffro:      # one teacher-forced pass gives both log-probs and the logits DiffRO needs
+                logits = self.tts.lm.response_logits(texts[sl], speakers[sl], ids[sl]).float()
+                return (logits / temp).log_softmax(-1).gather(-1, ids[sl, :, None])[..., 0] * mask[sl], None, logits
+            logp, _ = self.tts.lm(batch.texts[groups(sl)], batch.speakers[groups(sl)], ids[sl], mask[sl],
+                                  group_size=g, temperature=temp)
+            return logp, None, None
+
+        def reference_logp(sl):
+            return self.reference(batch.texts[groups(sl)], batch.speakers[groups(sl)], ids[sl], mask[sl],
+                                  group_size=g, temperature=temp)[0]
+
+        def loss_terms(sl, logp, old_logp, ref_logp, logits, mean_tokens):
+            if a.policy_gradient:
+                loss, m = self.grpo_term(logp, old_logp, ref_logp, adv[sl], mask[sl], mean_tokens)
+            elif ref_logp is not None:
+                loss, m = kl_penalty(logp, ref_logp, mask[sl], beta=a.beta, length_norm=a.length_norm,
+                                     mean_tokens=mean_tokens)
+            else:
+                loss, m = logp.sum() * 0.0, {}
+            if a.uses_diffro:
+                st = straight_through_tokens(logits, ids[sl], self.tts.lm.n_codes, a.gumbel_tau, a.hard_sample)
+                lens = torch.tensor([max(len(t), 1) for t in tokens[sl]], device=dev)
+                lp = self.tts.token_asr.log_p_text(st, lens, texts[sl])
+                d_loss, dm = diffro_loss(lp, chars[sl], keep[sl] & (lens > 0))
+                loss, m = loss + a.diffro_weight * d_loss, {**m, **dm}
+            return loss, m
+
+        metrics = self.policy_update(mask, policy_logp, loss_terms,
+                                     reference_logp if self.reference is not None else None)
+        return metrics, keep
 
     # ---- validation ---------------------------------------------------------------------
     @torch.no_grad()

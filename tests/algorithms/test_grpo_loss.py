@@ -41,7 +41,7 @@ def test_kl_term_and_length_normalisation_with_padding():
     logp = torch.tensor([[L(0.5), L(0.5)], [L(0.3), 123.0]])
     ref = torch.tensor([[L(0.25), L(0.25)], [L(0.3), -50.0]])
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
-    loss, m = grpo_loss(logp, logp.clone(), ref, torch.tensor([0.0, 2.0]), mask, beta=0.5)
+    loss, m = grpo_loss(logp, logp.clone(), ref, torch.tensor([0.0, 2.0]), mask, beta=0.5, clip_eps=0.2)
     assert loss.item() == pytest.approx(-0.9517132, abs=1e-6)
     # token-mean KL over 3 real tokens: (0.1931472 * 2 + 0) / 3 = 0.1287648
     assert m["kl"].item() == pytest.approx(0.1287648, abs=1e-6)
@@ -51,7 +51,7 @@ def test_on_policy_gradient_is_minus_advantage_over_length():
     # at ratio 1 and beta 0, d loss / d logp_it = -A_i / |o_i| / N
     logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, 0.0]], requires_grad=True)
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    loss, _ = grpo_loss(logp, logp.detach(), None, torch.tensor([1.5, -1.0]), mask, beta=0.0)
+    loss, _ = grpo_loss(logp, logp.detach(), None, torch.tensor([1.5, -1.0]), mask, beta=0.0, clip_eps=0.2)
     loss.backward()
     expected = torch.tensor([[-1.5 / 3 / 2] * 3, [1.0 / 2 / 2, 1.0 / 2 / 2, 0.0]])
     torch.testing.assert_close(logp.grad, expected, rtol=0, atol=1e-7)
@@ -90,18 +90,19 @@ def test_loop_matches_vectorised():
 
 def test_shape_errors_name_the_argument():
     with pytest.raises(ValueError, match="old_logp has shape"):
-        grpo_loss(torch.zeros(2, 3), torch.zeros(2, 2), None, torch.zeros(2), torch.ones(2, 3), beta=0)
+        grpo_loss(torch.zeros(2, 3), torch.zeros(2, 2), None, torch.zeros(2), torch.ones(2, 3), beta=0, clip_eps=0.2)
     with pytest.raises(ValueError, match="advantages has shape"):
-        grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), None, torch.zeros(3), torch.ones(2, 3), beta=0)
+        grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), None, torch.zeros(3), torch.ones(2, 3), beta=0, clip_eps=0.2)
     with pytest.raises(ValueError, match="needs ref_logp"):
-        grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), None, torch.zeros(2), torch.ones(2, 3), beta=0.1)
+        grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), None, torch.zeros(2), torch.ones(2, 3), beta=0.1, clip_eps=0.2)
 
 
 def test_token_length_norm_weighs_every_token_the_same():
     # at ratio 1 and beta 0, d loss / d logp_it = -A_i / sum_j |o_j| (5 tokens here)
     logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, 0.0]], requires_grad=True)
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    loss, _ = grpo_loss(logp, logp.detach(), None, torch.tensor([1.5, -1.0]), mask, beta=0.0, length_norm="token")
+    loss, _ = grpo_loss(logp, logp.detach(), None, torch.tensor([1.5, -1.0]), mask, beta=0.0, length_norm="token",
+                        clip_eps=0.2)
     loss.backward()
     expected = torch.tensor([[-1.5 / 5] * 3, [1.0 / 5, 1.0 / 5, 0.0]])
     torch.testing.assert_close(logp.grad, expected, rtol=0, atol=1e-7)
@@ -117,13 +118,14 @@ def test_token_length_norm_micro_batches_add_up_to_the_batch():
     ref = logp + 0.3 * torch.randn(n, t, generator=g, dtype=torch.float64)
     adv = torch.randn(n, generator=g, dtype=torch.float64)
     mask = (torch.arange(t)[None] < torch.randint(1, t + 1, (n, 1), generator=g)).double()
-    whole, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.1, length_norm="token")
+    whole, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.1, length_norm="token",
+                        clip_eps=0.2)
     mean_tokens = float(mask.sum()) / n
     parts = sum(grpo_loss(logp[s], old[s], ref[s], adv[s], mask[s], beta=0.1, length_norm="token",
-                          mean_tokens=mean_tokens)[0] * (2 / n) for s in (slice(i, i + 2) for i in range(0, n, 2)))
+                          mean_tokens=mean_tokens, clip_eps=0.2)[0] * (2 / n) for s in (slice(i, i + 2) for i in range(0, n, 2)))
     assert parts.item() == pytest.approx(whole.item(), abs=1e-12)
     # and it is not the sequence-level loss when lengths differ
-    seq, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.1)
+    seq, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.1, clip_eps=0.2)
     assert abs(seq.item() - whole.item()) > 1e-4
     with pytest.raises(ValueError, match="length_norm"):
-        grpo_loss(logp, old, ref, adv, mask, beta=0.1, length_norm="words")
+        grpo_loss(logp, old, ref, adv, mask, beta=0.1, length_norm="words", clip_eps=0.2)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from datamodules import ASRDataModule
+from speech_rl.algorithms.config import load_algorithm
 from speech_rl.callbacks import CollapseGuard, CollapseRules
 from speech_rl.modules import ASRGRPOModule
 from tests.conftest import TINY_MODEL
@@ -36,7 +37,7 @@ def test_guard_rolls_back_to_the_best_validation_and_stops(corpus, tmp_path):
     L.seed_everything(0)
     dm = ASRDataModule(str(corpus / "embedded" / "train.jsonl"), str(corpus / "embedded" / "val.jsonl"),
                        batch_size=3, check_audio="header")
-    module = ASRGRPOModule(TINY_MODEL, {"name": "grpo", "group_size": 2, "beta": 0.0},
+    module = ASRGRPOModule(TINY_MODEL, load_algorithm("grpo", group_size=2, beta=0.0),
                            {"terms": {"wer": {}}}, {"max_new_tokens": 8, "val_max_new_tokens": 8},
                            {"lr": 1e-2})
     guard = CollapseGuard(action="rollback", val_wer_rise=-1.0, patience=2, kl_max=None, repetition_max=None)

@@ -8,11 +8,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from datamodules import ASRDataModule
+from speech_rl.algorithms.config import load_algorithm
 from speech_rl.callbacks import DeviceHandoff, PhaseTimer, WeightSyncCheck
 from speech_rl.modules import ASRGRPOModule
 from tests.conftest import TINY_MODEL
 
-ALGO = {"name": "grpo", "group_size": 4, "clip_eps": 0.2, "beta": 0.1}
+ALGO = load_algorithm("grpo", group_size=4, clip_eps=0.2, beta=0.1)
 ROLLOUT = {"engine": "torch", "max_new_tokens": 16, "temperature": 1.0}
 OPTIM = {"lr": 1e-3, "grad_clip": 1.0}
 REWARD = {"terms": {"wer": {"weight": 1.0}, "hallucination": {"gate": True}}}

@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader
 
 from rewards import register_reward
 from speech_rl.callbacks import PhaseTimer
+from speech_rl.algorithms.config import load_algorithm
 from speech_rl.data.tokenizer import CharTokenizer
 from speech_rl.modules.text_grpo import TextGRPOModule
 
@@ -18,7 +19,7 @@ def short(hyp, **_):
 
 def make(**algo):
     return TextGRPOModule(CharTokenizer(), llm={"hidden_size": 64, "num_layers": 2, "max_positions": 256},
-                          algorithm={"group_size": 4, "clip_eps": 0.2, "beta": 0.0, **algo},
+                          algorithm=load_algorithm("grpo", **{"group_size": 4, "clip_eps": 0.2, "beta": 0.0, **algo}),
                           reward={"terms": {"test_text_short": {"weight": 1.0}}},
                           rollout={"engine": "torch", "max_new_tokens": 24, "temperature": 1.0},
                           optim={"lr": 3e-3}, seed=0)
