@@ -9,6 +9,7 @@ from torch import nn
 
 from speech_rl.engines.base import Rollout, SamplingParams
 from speech_rl.engines.static_decode import StaticDecoder, unsupported_reason
+from speech_rl.hf_cache import cache_kwargs, output_cache
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -119,7 +120,7 @@ class TorchEngine:
         mask = prompt_mask.to(dev)
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         out = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = output_cache(out)
         if g > 1:
             cache.batch_repeat_interleave(g)
         logits = out.logits[:, -1].float().repeat_interleave(g, 0)                # (A, V), A rows decoding
@@ -155,7 +156,7 @@ class TorchEngine:
                 logits = dec.step(tok, next_pos, step).float()
             else:
                 logits = self._decode(input_ids=tok.unsqueeze(1), attention_mask=attn[:, : lp_len + step + 1],
-                                      position_ids=next_pos.unsqueeze(1), past_key_values=cache,
+                                      position_ids=next_pos.unsqueeze(1), **cache_kwargs(self.lm, cache),
                                       use_cache=True).logits[:, -1].float()
             next_pos = next_pos + 1
         length = step + 1

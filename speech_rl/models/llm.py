@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from speech_rl.hf_cache import cache_kwargs, output_cache
+
 
 def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_size: int = 128,
                     num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
@@ -59,13 +61,13 @@ def response_logprobs(llm: nn.Module, prompt: torch.Tensor, prompt_mask: torch.T
         pre = llm(inputs_embeds=prompt, attention_mask=prompt_mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         logits = pre.logits.repeat_interleave(g, 0)                                       # (N, 1, V): token 0
         if t > 1:
-            cache = pre.past_key_values
+            cache = output_cache(pre)
             cache.batch_repeat_interleave(g)
             emb = llm.get_input_embeddings()(resp_ids[:, :-1]).to(prompt.dtype)
             pmask = prompt_mask.repeat_interleave(g, 0)
             mask = torch.cat([pmask, pmask.new_ones(n, t - 1)], dim=1)
             rpos = pmask.sum(1, keepdim=True) + torch.arange(t - 1, device=pmask.device)
-            rest = llm(inputs_embeds=emb, attention_mask=mask, position_ids=rpos, past_key_values=cache,
+            rest = llm(inputs_embeds=emb, attention_mask=mask, position_ids=rpos, **cache_kwargs(llm, cache),
                        use_cache=True).logits                                             # (N, T-1, V)
             logits = torch.cat([logits, rest], dim=1)
     logits = logits.float() / (temperature if temperature > 0 else 1.0)

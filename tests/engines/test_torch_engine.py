@@ -155,3 +155,19 @@ def test_rollout_response_ids_drop_eos_and_padding():
     mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 1, 1]])
     ro = Rollout(tokens, torch.zeros(2, 4), mask, torch.tensor([True, False]), group_size=1)
     assert ro.response_ids() == [[5, 6], [7, 8, 9, 4]]
+
+
+def test_kv_cache_calls_raise_no_deprecation_warning(model, prompts):
+    """The engine's decode loop and the policy's shared-prompt scoring pass the KV cache under the
+    keyword the installed transformers takes (no "past_key_values is deprecated" warning)."""
+    import warnings
+
+    from speech_rl.models.llm import response_logprobs
+
+    eng = TorchEngine(model.llm, eos_id=model.tokenizer.eos_id, pad_id=model.tokenizer.pad_id, seed=0,
+                      decode="hf")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        r = eng.generate(*prompts, group_size=2, params=SamplingParams(max_new_tokens=6, temperature=1.0))
+        response_logprobs(model.llm, *prompts, r.tokens, r.mask)
+    assert not [str(w.message) for w in seen if "past_key_values" in str(w.message) or "cache" in str(w.message)]
