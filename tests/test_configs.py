@@ -28,8 +28,11 @@ def _compose(overrides, tmp_path):
 def test_experiment_composes(experiment, tmp_path):
     cfg = _compose([f"experiment={experiment}"], tmp_path)
     assert cfg.algorithm.name in ("grpo", "mwer", "diffro", "combined") and cfg.reward.terms
-    module = build_module(cfg) if experiment.startswith("tts") else None      # TTS builds need no data
-    assert module is None or type(module).__name__ in ("TTSSFTModule", "TTSRLModule")
+    module = build_module(cfg)                                  # no data or checkpoint needed to build
+    expected = {"asr_grpo": "ASRGRPOModule", "asr_sft": "ASRSFTModule", "tts_sft": "TTSSFTModule",
+                "tts_rl": "TTSRLModule"}[cfg.task]
+    assert type(module).__name__ == expected
+    assert sum(p.numel() for p in module.parameters() if p.requires_grad) > 0
 
 
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.endswith("_tiny")])
