@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 from rewards.registry import register_reward
-from speech_rl.metrics.text import TextNormalizer, keyword_counts, word_errors
+from speech_rl.metrics.text import TextNormalizer, keyword_counts, longest_ngram_run, word_errors
 
 
 @register_reward("wer")
@@ -41,23 +41,6 @@ def _script(ch: str) -> str:
         return unicodedata.name(ch).split()[0]
     except ValueError:
         return "UNKNOWN"
-
-
-def longest_ngram_run(tokens: list[str], n: int) -> int:
-    """Longest run of the same n-gram repeated back to back (1 = no repetition).
-
-    >>> longest_ngram_run("a b a b a b c".split(), 2)
-    3
-    """
-    best = 1
-    for start in range(n):
-        run, prev = 1, None
-        for i in range(start, len(tokens) - n + 1, n):
-            g = tuple(tokens[i:i + n])
-            run = run + 1 if g == prev else 1
-            best = max(best, run)
-            prev = g
-    return best
 
 
 def detect_hallucination(hyp: str, ref: str | None = None, duration: float | None = None, *,

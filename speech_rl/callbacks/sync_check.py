@@ -7,7 +7,7 @@ import logging
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from speech_rl.modules.rl_base import full_named_parameters
+from speech_rl.engines.base import full_named_parameters
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rewards.asr import longest_ngram_run
 from speech_rl.data.manifest import Utterance
-from speech_rl.metrics.text import TextNormalizer, word_errors
+from speech_rl.metrics.text import TextNormalizer, longest_ngram_run, word_errors
 
 SUBSETS = ("D0", "D1", "D2", "D3")
 

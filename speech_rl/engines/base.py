@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Iterable, Iterator, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,13 @@ class GuardedEngine:
                                   f"{type(exc).__name__}: {exc}. Nothing was written for this step; the last "
                                   "checkpoint is intact (resume=auto continues from it)") from exc
         return call
+
+
+def full_named_parameters(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, full tensor) of every parameter; FSDP2-sharded (DTensor) parameters are
+    all-gathered, so every rank must iterate this together."""
+    for name, p in module.named_parameters():
+        t = p.data
+        if hasattr(t, "full_tensor"):
+            t = t.full_tensor()
+        yield name, t.detach()

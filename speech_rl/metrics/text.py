@@ -75,3 +75,20 @@ def keyword_counts(text: str, keywords: list[str]) -> list[int]:
     [1, 3, 0]
     """
     return [len(re.findall(rf"(?<!\S){re.escape(k)}(?!\S)", text)) if k.strip() else 0 for k in keywords]
+
+
+def longest_ngram_run(tokens: list[str], n: int) -> int:
+    """Longest run of the same n-gram repeated back to back (1 = no repetition).
+
+    >>> longest_ngram_run("a b a b a b c".split(), 2)
+    3
+    """
+    best = 1
+    for start in range(n):
+        run, prev = 1, None
+        for i in range(start, len(tokens) - n + 1, n):
+            g = tuple(tokens[i:i + n])
+            run = run + 1 if g == prev else 1
+            best = max(best, run)
+            prev = g
+    return best

@@ -17,7 +17,7 @@ from rewards.combine import RewardTimeout
 from speech_rl.algorithms import AlgorithmConfig, grpo_loss
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams, build_engine
-from speech_rl.engines.base import GuardedEngine
+from speech_rl.engines.base import GuardedEngine, full_named_parameters
 from speech_rl.modules.optim import adamw_warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,6 @@ def skip_on_reward_timeout(training_step):
             self.log("train/reward_timeouts", float(self.reward_timeouts), on_step=True, on_epoch=False, batch_size=1)
             return None
     return step
-
-
-def full_named_parameters(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, full tensor) of every parameter; FSDP2-sharded (DTensor) parameters are
-    all-gathered, so every rank must iterate this together."""
-    for name, p in module.named_parameters():
-        t = p.data
-        if hasattr(t, "full_tensor"):
-            t = t.full_tensor()
-        yield name, t.detach()
 
 
 def decoder_layers(lm: nn.Module) -> list[nn.Module]:

@@ -1,6 +1,7 @@
 import pytest
 
-from rewards.asr import HallucinationReward, KeywordReward, WERReward, detect_hallucination, longest_ngram_run
+from rewards.asr import HallucinationReward, KeywordReward, WERReward, detect_hallucination
+from speech_rl.metrics import longest_ngram_run
 
 
 class TestWER:
