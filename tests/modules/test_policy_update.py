@@ -1,6 +1,5 @@
 """RLModule.policy_update, the one policy phase of every RL module: ppo_epochs > 1 clips
 against the policy that sampled, and micro-batches give the full batch's loss and gradients."""
-import dataclasses
 
 import lightning as L
 import pytest
