@@ -7,5 +7,5 @@ from speech_rl.algorithms.diffro import diffro_loss, sample_filter, straight_thr
 from speech_rl.algorithms.grpo import grpo_loss, k3_kl, kl_penalty
 from speech_rl.algorithms.mwer import mwer_loss
 
-__all__ = ["AlgorithmConfig", "parse_algorithm", "group_advantages", "grpo_loss", "k3_kl", "kl_penalty", "mwer_loss", "diffro_loss", "sample_filter",
-           "straight_through_tokens"]
+__all__ = ["AlgorithmConfig", "parse_algorithm", "group_advantages", "grpo_loss", "k3_kl", "kl_penalty", "mwer_loss",
+           "diffro_loss", "sample_filter", "straight_through_tokens"]

@@ -64,8 +64,9 @@ class AlgorithmConfig:
         return max(self.group_size, mb - mb % self.group_size)
 
 
-_TYPES = {"group_size": int, "micro_batch_size": int, "ppo_epochs": int, "clip_eps": float, "beta": float, "diffro_weight": float,
-          "gumbel_tau": float, "scale_advantages": bool, "sample_filter": bool, "mwer_normalise": bool}
+_TYPES = {"group_size": int, "micro_batch_size": int, "ppo_epochs": int, "clip_eps": float, "clip_eps_high": float,
+          "beta": float, "diffro_weight": float, "gumbel_tau": float, "scale_advantages": bool,
+          "sample_filter": bool, "mwer_normalise": bool}
 
 
 def parse_algorithm(cfg: Mapping[str, Any], allowed: Sequence[str]) -> AlgorithmConfig:
@@ -90,8 +91,6 @@ def parse_algorithm(cfg: Mapping[str, Any], allowed: Sequence[str]) -> Algorithm
         raise ValueError(f"algorithm.length_norm must be 'sequence' or 'token', got {values['length_norm']!r}")
     if values.get("hard_sample") not in (None, "rollout", "gumbel"):
         raise ValueError(f"algorithm.hard_sample must be 'rollout' or 'gumbel', got {values['hard_sample']!r}")
-    if values.get("clip_eps_high") is not None:
-        values["clip_eps_high"] = float(values["clip_eps_high"])
     return AlgorithmConfig(**values)
 
 

@@ -5,12 +5,13 @@ This callback's handler replaces Lightning's SIGTERM handler (which runs a colle
 the handler) and only notes the signal. At the end of every step the note is all-reduced over
 ranks (max), so under DDP every rank stops after the same step even when the signal reached
 them at different moments; then it sets Lightning's ``received_sigterm``, and the training
-loop raises ``SIGTERMException`` right after that step. It adds SIGUSR1 to the same path, and at the end of that step writes
-``checkpoints/preempted.ckpt`` atomically (every rank calls, the strategy writes once);
-``speech_rl.train.train`` then exits with ``EXIT_CODE`` and a message naming the checkpoint and the
-resume command. DataLoader workers ignore both signals
-(``datamodules.sampler.ignore_preemption_in_worker``). ``resume=auto`` picks that checkpoint up (the newest loadable one), and the
-run continues with the same metric trajectory as one never interrupted.
+loop raises ``SIGTERMException`` right after that step. SIGUSR1 takes the same path. At the
+end of that step it writes ``checkpoints/preempted.ckpt`` atomically (every rank calls, the
+strategy writes once); ``speech_rl.train.train`` then exits with ``EXIT_CODE`` and a message
+naming the checkpoint and the resume command. DataLoader workers ignore both signals
+(``datamodules.sampler.ignore_preemption_in_worker``). ``resume=auto`` picks that checkpoint
+up (the newest loadable one), and the run continues with the same metric trajectory as one
+never interrupted.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 log = logging.getLogger(__name__)
 
 EXIT_CODE = 143            # 128 + SIGTERM: what a job killed by SIGTERM reports; schedulers requeue on it
+
+
 class Preemption(Callback):
     """signals: signals treated like SIGTERM besides SIGTERM itself (default SIGUSR1);
     filename: the checkpoint written on preemption, beside the others."""

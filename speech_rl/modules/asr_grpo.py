@@ -116,24 +116,24 @@ class ASRGRPOModule(RLModule):
         g, dev = self.group_size, self.device
         ids, mask, adv = rollout.tokens.to(dev), rollout.mask.to(dev), adv.to(dev)
         temp = self.train_params.temperature or 1.0
-        groups = lambda sl: slice(sl.start // g, sl.stop // g)      # noqa: E731  rows -> their prompts
+        p = self.prompts_of
+        if self.algo.name == "mwer":     # word errors of each hypothesis (N,) and reference lengths (B,): once
+            errs = torch.tensor([word_errors(self.normalizer(r), self.normalizer(h)).errors
+                                 for r, h in zip(fields["ref"], fields["hyp"])], device=dev)
+            ref_len = torch.tensor([len(self.normalizer(r).split()) for r in fields["ref"][::g]], device=dev)
 
         def policy_logp(sl):
-            logp, ent = self.policy(frames[groups(sl)], frame_lens[groups(sl)], ids[sl], mask[sl], g, temp,
-                                    with_entropy=True)
+            logp, ent = self.policy(frames[p(sl)], frame_lens[p(sl)], ids[sl], mask[sl], g, temp, with_entropy=True)
             return logp, ent, None
 
         def reference_logp(sl):
-            return self.reference(frames[groups(sl)], frame_lens[groups(sl)], ids[sl], mask[sl], g, temp)[0]
+            return self.reference(frames[p(sl)], frame_lens[p(sl)], ids[sl], mask[sl], g, temp)[0]
 
         def loss_terms(sl, logp, old_logp, ref_logp, aux, mean_tokens):
             if self.algo.name == "grpo":
                 return self.grpo_term(logp, old_logp, ref_logp, adv[sl], mask[sl], mean_tokens)
-            errs = torch.tensor([word_errors(self.normalizer(r), self.normalizer(h)).errors
-                                 for r, h in zip(fields["ref"][sl], fields["hyp"][sl])], device=dev)
-            ref_len = torch.tensor([len(self.normalizer(r).split()) for r in fields["ref"][sl][::g]], device=dev)
-            return mwer_loss((logp * mask[sl]).sum(1), errs, g,
-                             normalise_by_ref_len=ref_len if self.algo.mwer_normalise else None)
+            return mwer_loss((logp * mask[sl]).sum(1), errs[sl], g,
+                             normalise_by_ref_len=ref_len[p(sl)] if self.algo.mwer_normalise else None)
 
         return self.policy_update(mask, policy_logp, loss_terms,
                                   reference_logp if self.algo.needs_reference else None)

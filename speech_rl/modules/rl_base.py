@@ -197,6 +197,11 @@ class RLModule(L.LightningModule):
             metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
         return metrics
 
+    def prompts_of(self, rows: slice) -> slice:
+        """The prompts (batch rows) whose G responses are the rollout rows ``rows`` (whole groups)."""
+        g = self.algo.group_size
+        return slice(rows.start // g, rows.stop // g)
+
     def grpo_term(self, logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
                   adv: torch.Tensor, mask: torch.Tensor, mean_tokens: float) -> tuple[torch.Tensor, dict]:
         """GRPO's clipped surrogate + KL (eq. 2-4) with this run's ``algorithm`` settings."""

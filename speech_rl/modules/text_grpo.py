@@ -91,8 +91,8 @@ class TextGRPOModule(RLModule):
 
         def logprobs(lm: nn.Module, sl: slice) -> torch.Tensor:
             """Rows ``sl`` (whole groups); each prompt runs once for its G responses."""
-            bsl = slice(sl.start // g, sl.stop // g)
-            return response_logprobs(lm, lm.get_input_embeddings()(pids[bsl]), pmask[bsl], ids[sl], mask[sl], temp)[0]
+            p = self.prompts_of(sl)
+            return response_logprobs(lm, lm.get_input_embeddings()(pids[p]), pmask[p], ids[sl], mask[sl], temp)[0]
 
         with run_phase(self, "policy"):
             metrics = self.policy_update(

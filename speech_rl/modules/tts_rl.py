@@ -185,7 +185,7 @@ class TTSRLModule(RLModule):
         ids, mask = rollout.tokens.to(dev), rollout.mask.to(dev)
         adv, finished = adv.to(dev), rollout.finished.to(dev)
         temp = self.train_params.temperature or 1.0
-        groups = lambda sl: slice(sl.start // g, sl.stop // g)      # noqa: E731  rows -> their prompts
+        p = self.prompts_of
         keep = None
         if a.uses_diffro:
             keep = sample_filter(finished, adv if a.name == "combined" else None) if a.sample_filter \
@@ -196,12 +196,12 @@ class TTSRLModule(RLModule):
             if a.uses_diffro:      # one teacher-forced pass gives both log-probs and the logits DiffRO needs
                 logits = self.tts.lm.response_logits(texts[sl], speakers[sl], ids[sl]).float()
                 return (logits / temp).log_softmax(-1).gather(-1, ids[sl, :, None])[..., 0] * mask[sl], None, logits
-            logp, _ = self.tts.lm(batch.texts[groups(sl)], batch.speakers[groups(sl)], ids[sl], mask[sl],
+            logp, _ = self.tts.lm(batch.texts[p(sl)], batch.speakers[p(sl)], ids[sl], mask[sl],
                                   group_size=g, temperature=temp)
             return logp, None, None
 
         def reference_logp(sl):
-            return self.reference(batch.texts[groups(sl)], batch.speakers[groups(sl)], ids[sl], mask[sl],
+            return self.reference(batch.texts[p(sl)], batch.speakers[p(sl)], ids[sl], mask[sl],
                                   group_size=g, temperature=temp)[0]
 
         def loss_terms(sl, logp, old_logp, ref_logp, logits, mean_tokens):

@@ -39,8 +39,8 @@ def _update(module, rollout, step):
     emb = module.policy.get_input_embeddings()
 
     def policy_logp(sl):
-        bsl = slice(sl.start // G, sl.stop // G)
-        return response_logprobs(module.policy, emb(pids[bsl]), pmask[bsl], ids[sl], mask[sl])[0], None, None
+        p = module.prompts_of(sl)
+        return response_logprobs(module.policy, emb(pids[p]), pmask[p], ids[sl], mask[sl])[0], None, None
 
     def terms(sl, logp, old, ref, aux, mean_tokens):
         return module.grpo_term(logp, old, ref, adv[sl], mask[sl], mean_tokens)
