@@ -19,10 +19,12 @@ from tests.conftest import cli_path, run_cli
 from tests.modules.test_resume import ARGS, TAGS, by_step
 
 
-def _start(args, run_dir: Path, corpus: Path, tmp_path: Path) -> subprocess.Popen:
+def _start(args, run_dir: Path, corpus: Path, tmp_path: Path, new_session: bool = False) -> subprocess.Popen:
+    """``speech-rl train`` in the background (``new_session``: in its own process group)."""
     env = dict(os.environ, SPEECH_RL_DATA=str(corpus), PYTHONUNBUFFERED="1")
     return subprocess.Popen(cli_path() + ["train", *args, f"hydra.run.dir={run_dir}", "resume=auto"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=new_session)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -89,10 +91,7 @@ def test_sigterm_to_the_whole_process_group_with_dataloader_workers(corpus, tmp_
     ignore it, the main process finishes its step, writes preempted.ckpt and exits 143 (without
     the workers' own handling the run failed with 'DataLoader worker ... killed by signal')."""
     run = tmp_path / "run"
-    env = dict(os.environ, SPEECH_RL_DATA=str(corpus), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cli_path() + ["train", *ARGS, "trainer.max_steps=40", "data.num_workers=1",
-                                          f"hydra.run.dir={run}"], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _start(ARGS + ["trainer.max_steps=40", "data.num_workers=1"], run, corpus, tmp_path, new_session=True)
     _wait_for(run / "checkpoints" / "step000002.ckpt", proc)
     os.killpg(proc.pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)
