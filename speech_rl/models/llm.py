@@ -10,15 +10,29 @@ from speech_rl.hf_cache import cache_kwargs, output_cache
 def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_size: int = 128,
                     num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
                     intermediate_size: int | None = None, max_positions: int = 1024,
-                    tie_word_embeddings: bool = True, attn_implementation: str = "sdpa") -> nn.Module:
+                    tie_word_embeddings: bool = True, attn_implementation: str = "sdpa",
+                    whisper_decoder: str | None = None) -> nn.Module:
     """A Hugging Face causal LM that accepts ``inputs_embeds``.
 
     With ``pretrained_path``, ``AutoModelForCausalLM.from_pretrained(path, local_files_only=True)``
-    (its embeddings are resized to ``vocab_size`` if smaller); otherwise a randomly
-    initialised ``Qwen2ForCausalLM`` of the given size.
+    (its embeddings are resized to ``vocab_size`` if smaller); with ``whisper_decoder`` (a
+    CTranslate2 or HF Whisper folder, or ``pkg:PACKAGE/dir``), Whisper's pretrained text
+    decoder as a GPT-2 without cross-attention (``whisper_ct2.whisper_decoder_lm``, positions
+    up to ``max_positions``); otherwise a randomly initialised ``Qwen2ForCausalLM`` of the
+    given size.
     """
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+    if pretrained_path and whisper_decoder:
+        raise ValueError("llm: give pretrained_path or whisper_decoder, not both")
+    if whisper_decoder:
+        from speech_rl.models.whisper_ct2 import whisper_decoder_lm
+
+        lm = whisper_decoder_lm(whisper_decoder, max_positions=max_positions, attn_implementation=attn_implementation)
+        if lm.get_input_embeddings().num_embeddings < vocab_size:
+            raise ValueError(f"llm.whisper_decoder {whisper_decoder}: {lm.get_input_embeddings().num_embeddings} "
+                             f"embeddings < the tokenizer's {vocab_size}: use its own WhisperTextTokenizer")
+        return lm
     if pretrained_path:
         lm = AutoModelForCausalLM.from_pretrained(pretrained_path, local_files_only=True,
                                                   attn_implementation=attn_implementation)

@@ -175,3 +175,80 @@ def load_whisper_from_ct2(model_dir: str | Path):
     if missing or unexpected:
         raise ValueError(f"{model_dir}: CT2 -> HF Whisper mapping left missing {missing[:5]} unexpected {unexpected[:5]}")
     return model.eval()
+
+
+def whisper_decoder_as_gpt2_state_dict(sd: dict[str, torch.Tensor], max_positions: int | None = None
+                                       ) -> dict[str, torch.Tensor]:
+    """A ``WhisperForConditionalGeneration`` state dict -> a ``GPT2LMHeadModel`` state dict
+    of Whisper's text decoder **without its cross-attention**.
+
+    The two blocks are the same maths once cross-attention is gone: pre-LN self-attention
+    (q scaled by head_dim^-0.5, k without bias -> a zero bias in GPT-2's fused ``c_attn``),
+    pre-LN GELU MLP, learned absolute positions, final LN, output tied to the input
+    embeddings. GPT-2's ``Conv1D`` stores (in, out), so every projection is transposed.
+    ``max_positions`` beyond Whisper's 448 repeats the last learned position (only a run-away
+    generation reaches them; they keep it from failing, they do not make it good).
+    """
+    d = "model.decoder"
+    n_layers = len({k.split(".")[3] for k in sd if k.startswith(f"{d}.layers.")})
+    out: dict[str, torch.Tensor] = {"transformer.wte.weight": sd[f"{d}.embed_tokens.weight"].clone()}
+    pos = sd[f"{d}.embed_positions.weight"]
+    if max_positions and max_positions > pos.shape[0]:
+        pos = torch.cat([pos, pos[-1:].expand(max_positions - pos.shape[0], -1)])
+    out["transformer.wpe.weight"] = pos.clone()
+    for i in range(n_layers):
+        s, t = f"{d}.layers.{i}", f"transformer.h.{i}"
+        q, k, v = (sd[f"{s}.self_attn.{p}_proj.weight"] for p in "qkv")
+        out[f"{t}.attn.c_attn.weight"] = torch.cat([q, k, v]).t().contiguous()
+        qb, vb = sd[f"{s}.self_attn.q_proj.bias"], sd[f"{s}.self_attn.v_proj.bias"]
+        out[f"{t}.attn.c_attn.bias"] = torch.cat([qb, torch.zeros_like(qb), vb])
+        out[f"{t}.attn.c_proj.weight"] = sd[f"{s}.self_attn.out_proj.weight"].t().contiguous()
+        out[f"{t}.attn.c_proj.bias"] = sd[f"{s}.self_attn.out_proj.bias"].clone()
+        for dst, src in (("ln_1", "self_attn_layer_norm"), ("ln_2", "final_layer_norm")):
+            out[f"{t}.{dst}.weight"], out[f"{t}.{dst}.bias"] = sd[f"{s}.{src}.weight"], sd[f"{s}.{src}.bias"]
+        for dst, src in (("c_fc", "fc1"), ("c_proj", "fc2")):
+            out[f"{t}.mlp.{dst}.weight"] = sd[f"{s}.{src}.weight"].t().contiguous()
+            out[f"{t}.mlp.{dst}.bias"] = sd[f"{s}.{src}.bias"].clone()
+    out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = sd[f"{d}.layer_norm.weight"], sd[f"{d}.layer_norm.bias"]
+    return out
+
+
+def load_whisper_model(path: str | Path):
+    """A Whisper model from a CTranslate2 folder (``model.bin``; ``pkg:PACKAGE/dir`` allowed)
+    or a Hugging Face Whisper folder (``config.json`` + weights, loaded offline)."""
+    from speech_rl.models.encoder import resolve_ct2_path
+
+    p = Path(resolve_ct2_path(str(path)))
+    if (p / "model.bin").is_file():
+        return load_whisper_from_ct2(p)
+    if (p / "config.json").is_file():
+        from transformers import WhisperForConditionalGeneration
+
+        return WhisperForConditionalGeneration.from_pretrained(str(p), local_files_only=True).eval()
+    raise FileNotFoundError(f"{path}: neither a CTranslate2 Whisper folder (model.bin) nor a Hugging Face "
+                            "Whisper folder (config.json)")
+
+
+def whisper_decoder_lm(path: str | Path, max_positions: int = 1024, attn_implementation: str = "sdpa"):
+    """Whisper's pretrained text decoder as a causal LM (``GPT2LMHeadModel``, float32) that
+    takes ``inputs_embeds``: a real pretrained English LM with Whisper's byte-level BPE
+    vocabulary, for the audio-prefix ASR (cross-attention dropped; the audio arrives as
+    prompt embeddings instead). ``path`` as ``load_whisper_model``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    w = load_whisper_model(path)
+    c = w.config
+    cfg = GPT2Config(vocab_size=c.vocab_size, n_positions=max(max_positions, c.max_target_positions),
+                     n_embd=c.d_model, n_layer=c.decoder_layers, n_head=c.decoder_attention_heads,
+                     n_inner=c.decoder_ffn_dim, activation_function="gelu", layer_norm_epsilon=1e-5,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=c.decoder_start_token_id,
+                     eos_token_id=c.eos_token_id, tie_word_embeddings=True, use_cache=True)
+    cfg._attn_implementation = attn_implementation
+    lm = GPT2LMHeadModel(cfg)
+    sd = whisper_decoder_as_gpt2_state_dict(w.state_dict(), cfg.n_positions)
+    missing, unexpected = lm.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight" and not k.endswith(".attn.bias")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: Whisper decoder -> GPT-2 mapping left missing {missing[:5]} unexpected {unexpected[:5]}")
+    lm.tie_weights()
+    return lm

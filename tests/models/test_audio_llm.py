@@ -150,3 +150,32 @@ def test_transcribe_waveforms_batches_like_the_feature_path(model):
     assert len(model.transcribe_waveforms([torch.zeros(100)] + waves[:1], eng, params)) == 2
     with pytest.raises(ValueError, match="22050 Hz"):
         model.transcribe_waveforms(waves, eng, params, sample_rate=22050)
+
+
+def test_whisper_decoder_lm_scores_and_generates_like_the_qwen_path(tmp_path):
+    """With Whisper's decoder (GPT-2 shape) as the LM, the shared-prompt KV cache gives the
+    repeated-prompt log-probs, and the torch engine's greedy tokens are the argmax of the
+    policy's own re-scoring (the cache and position handling hold for this family too)."""
+    from speech_rl.engines import SamplingParams, TorchEngine
+    from speech_rl.models.llm import response_logprobs
+    from tests.models.test_whisper_ct2 import _tiny_hf_whisper
+
+    _, path = _tiny_hf_whisper(tmp_path)
+    torch.manual_seed(0)
+    enc = ConvTransformerEncoder(n_mels=80, d_model=32, n_layers=1, n_heads=2, dropout=0.0)
+    m = build_audio_llm(TINY_MODEL["tokenizer"], enc, {"whisper_decoder": str(path), "max_positions": 128}).eval()
+    frames, lens = m.encode(torch.randn(2, 120, 80), torch.tensor([120, 70]))
+    prompt, pmask = m(frames, lens)
+    resp = torch.randint(6, m.tokenizer.vocab_size, (4, 6))
+    rmask = torch.ones(4, 6)
+    a, _ = response_logprobs(m.llm, prompt, pmask, resp, rmask)
+    b, _ = response_logprobs(m.llm, prompt.repeat_interleave(2, 0), pmask.repeat_interleave(2, 0), resp, rmask)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    eng = TorchEngine(m.llm, eos_id=-1, pad_id=0)                     # no EOS: all 8 tokens scored
+    out = eng.generate(prompt, pmask, 1, SamplingParams(max_new_tokens=8, temperature=0.0))
+    logp, _ = response_logprobs(m.llm, prompt, pmask, out.tokens, torch.ones_like(out.tokens, dtype=torch.float))
+    torch.testing.assert_close(logp, out.logprobs, rtol=0, atol=1e-4)
+    full = torch.cat([prompt, m.llm.get_input_embeddings()(out.tokens)], 1)      # greedy = argmax of a plain forward
+    fmask = torch.cat([pmask, torch.ones_like(out.tokens)], 1)
+    logits = m.llm(inputs_embeds=full, attention_mask=fmask, position_ids=(fmask.cumsum(1) - 1).clamp(min=0)).logits
+    assert torch.equal(logits[:, prompt.shape[1] - 1:-1].argmax(-1), out.tokens)

@@ -123,3 +123,72 @@ def test_trainable_top_layers_get_gradients_only():
     assert enc.enc.layers[-1].training and not enc.enc.layers[0].training
     with pytest.raises(ValueError, match="trainable_layers"):
         WhisperAudioEncoder(ct2_path=TINY_EN, window="pad", freeze=True, trainable_layers=1)
+
+
+def _tiny_hf_whisper(tmp_path):
+    """A randomly initialised HF Whisper saved with save_pretrained: a user's checkpoint layout."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = WhisperConfig(vocab_size=300, d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16,
+                        max_source_positions=50, max_target_positions=40, decoder_start_token_id=1,
+                        eos_token_id=2, pad_token_id=2, bos_token_id=1)
+    w = WhisperForConditionalGeneration(cfg).eval()
+    for p in w.parameters():                      # biases too: a zero bias would hide a swapped mapping
+        p.data.normal_(0, 0.2)
+    w.save_pretrained(tmp_path / "whisper")
+    return w, tmp_path / "whisper"
+
+
+def _zero_cross_attention(w):
+    for layer in w.model.decoder.layers:
+        layer.encoder_attn.out_proj.weight.data.zero_()
+        layer.encoder_attn.out_proj.bias.data.zero_()
+
+
+def test_whisper_decoder_as_gpt2_equals_the_decoder_without_cross_attention(tmp_path):
+    """The GPT-2 built from a Whisper decoder is that decoder with cross-attention removed:
+    its logits equal Whisper's with the cross-attention output zeroed, for ids and for
+    inputs_embeds with left padding and position ids; positions past Whisper's table load."""
+    from speech_rl.models.whisper_ct2 import whisper_decoder_lm
+
+    w, path = _tiny_hf_whisper(tmp_path)
+    lm = whisper_decoder_lm(path, max_positions=64).eval()
+    assert lm.config.n_positions == 64 and lm.lm_head.weight is lm.transformer.wte.weight
+    _zero_cross_attention(w)
+    ids = torch.tensor([[1, 5, 77, 123, 9, 250]])
+    ref = w(decoder_input_ids=ids, encoder_outputs=(torch.randn(1, 5, 32),)).logits
+    torch.testing.assert_close(lm(input_ids=ids).logits, ref, rtol=0, atol=1e-5)
+    emb = lm.get_input_embeddings()(ids)
+    padded = torch.cat([torch.zeros(1, 2, 32), emb], 1)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1]])
+    out = lm(inputs_embeds=padded, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+    torch.testing.assert_close(out[:, 2:], ref, rtol=0, atol=1e-5)
+    assert lm(input_ids=torch.randint(3, 300, (1, 60))).logits.shape == (1, 60, 300)   # past 40 positions
+
+
+def test_whisper_decoder_lm_names_a_folder_that_is_no_whisper(tmp_path):
+    from speech_rl.models.whisper_ct2 import whisper_decoder_lm
+
+    with pytest.raises(FileNotFoundError, match="neither a CTranslate2 Whisper folder"):
+        whisper_decoder_lm(tmp_path)
+
+
+@need_whisper
+def test_tiny_en_decoder_lm_and_its_tokenizer():
+    """tiny.en's shipped decoder as GPT-2 equals tiny.en's decoder without cross-attention;
+    its BPE spells any word, and the prompt is Whisper's own start tokens."""
+    from speech_rl.data.tokenizer import WhisperTextTokenizer
+    from speech_rl.models.whisper_ct2 import load_whisper_model, whisper_decoder_lm
+
+    tok = WhisperTextTokenizer(TINY_EN)
+    ids = tok.encode("Ouagadougou and Sindelfingen, 42 ducks")
+    assert tok.decode(ids + [tok.eos_id, 100]) == "ouagadougou and sindelfingen, 42 ducks"
+    assert tok.prompt_ids() == ([50257], [50362]) and tok.eos_id == tok.pad_id == 50256
+    lm = whisper_decoder_lm(TINY_EN).eval()
+    w = load_whisper_model(TINY_EN)
+    _zero_cross_attention(w)
+    x = torch.tensor([[tok.sot_id, tok.no_timestamps_id] + ids])
+    ref = w(decoder_input_ids=x, encoder_outputs=(torch.randn(1, 10, w.config.d_model),)).logits
+    torch.testing.assert_close(lm(input_ids=x).logits, ref, rtol=0, atol=1e-4)
