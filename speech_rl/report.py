@@ -19,6 +19,19 @@ TTS_REWARD_NAMES = {"wer": "R1", "duration": "R2", "diversity": "R3"}
 TTS_METHODS = {"grpo": "GRPO", "diffro": "DiffRO", "combined": "Combined"}
 
 
+_TASK_OF_MODULE = {"ASRGRPOModule": "asr_grpo", "ASRSFTModule": "asr_sft", "TTSSFTModule": "tts_sft",
+                   "TTSRLModule": "tts_rl"}
+
+
+def run_task(cfg) -> str:
+    """asr_grpo / asr_sft / tts_sft / tts_rl of a saved run config: from ``module._target_``
+    (or the ``task`` key runs saved before ``configs/module/`` existed)."""
+    if cfg.get("task"):
+        return str(cfg.task)
+    target = str((cfg.get("module") or {}).get("_target_", ""))
+    return _TASK_OF_MODULE.get(target.rsplit(".", 1)[-1], "asr_grpo")
+
+
 def run_label(run: Path) -> tuple[str, str]:
     """(reward, data) label of a run from its saved Hydra config; ("-", "-") for a run
     without one (the base model)."""
@@ -28,7 +41,7 @@ def run_label(run: Path) -> tuple[str, str]:
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(cfg_path)
-    if cfg.get("task") == "asr_sft":
+    if run_task(cfg) == "asr_sft":
         return "-", "-"
     terms = list((cfg.get("reward") or {}).get("terms") or {})
     names = sorted({REWARD_NAMES.get(t, t) for t in terms})
@@ -52,7 +65,7 @@ def tts_run_label(run: Path) -> tuple[str, str]:
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(cfg_path)
-    if cfg.get("task") != "tts_rl":
+    if run_task(cfg) != "tts_rl":
         return "-", "-"
     algo = cfg.get("algorithm", {})
     method = TTS_METHODS.get(algo.get("name"), str(algo.get("name")))

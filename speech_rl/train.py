@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from speech_rl.callbacks.preemption import EXIT_CODE as PREEMPTED_EXIT, Preemption
 from speech_rl.checkpoint import AtomicCheckpointIO, find_resume_checkpoint
-from speech_rl.modules import ASRGRPOModule, ASRSFTModule
 
 log = logging.getLogger(__name__)
 
@@ -23,32 +22,22 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
-TASKS = ("asr_grpo", "asr_sft", "tts_sft", "tts_rl")
-
-
 def build_module(cfg: DictConfig) -> L.LightningModule:
-    """The module for ``cfg.task`` (plain containers go into its hparams, so a checkpoint
-    rebuilds itself): ``asr_grpo`` (RL: GRPO / MWER), ``asr_sft`` (supervised ASR base),
-    ``tts_sft`` (supervised TTS system) or ``tts_rl`` (TTS GRPO / DiffRO / combined)."""
-    task = cfg.get("task", "asr_grpo")
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
-    if task == "tts_rl":
-        from speech_rl.modules.tts_rl import TTSRLModule
-
-        return TTSRLModule(model=_plain(cfg.model), algorithm=_plain(cfg.algorithm), reward=_plain(cfg.reward),
-                           rollout=_plain(cfg.rollout), optim=_plain(cfg.optim), seed=int(cfg.seed))
-    if task == "tts_sft":
-        from speech_rl.modules.tts_sft import TTSSFTModule
-
-        return TTSSFTModule(model=_plain(cfg.model), optim=_plain(cfg.optim), seed=int(cfg.seed),
-                            **_plain(cfg.get("sft") or {}))
-    if task == "asr_sft":
-        return ASRSFTModule(model=_plain(cfg.model), optim=_plain(cfg.optim), seed=int(cfg.seed),
-                            **_plain(cfg.get("sft") or {}))
-    return ASRGRPOModule(model=_plain(cfg.model), algorithm=_plain(cfg.algorithm), reward=_plain(cfg.reward),
-                         rollout=_plain(cfg.rollout), optim=_plain(cfg.optim),
-                         freeze_encoder=bool(cfg.freeze_encoder), seed=int(cfg.seed))
+    """The LightningModule ``cfg.module`` names by ``_target_`` (``configs/module/``: asr_grpo,
+    asr_sft, tts_sft, tts_rl), its arguments resolved to plain containers so that they go
+    into the checkpoint's hparams and the checkpoint rebuilds itself."""
+    spec = _plain(cfg.get("module"))
+    if not isinstance(spec, dict) or "_target_" not in spec:
+        raise ValueError("config has no module._target_: pick one with module=asr_grpo|asr_sft|tts_sft|tts_rl "
+                         "(or an experiment that does)")
+    target = spec.pop("_target_")
+    try:
+        cls = get_class(target)
+    except Exception as exc:                                  # hydra wraps the import error
+        raise ValueError(f"module._target_={target!r} is not an importable class: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
+        raise ValueError(f"module._target_={target!r} is not a LightningModule")
+    return cls(**spec)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:

@@ -30,7 +30,7 @@ def test_experiment_composes(experiment, tmp_path):
     assert cfg.algorithm.name in ("grpo", "mwer", "diffro", "combined") and cfg.reward.terms
     module = build_module(cfg)                                  # no data or checkpoint needed to build
     expected = {"asr_grpo": "ASRGRPOModule", "asr_sft": "ASRSFTModule", "tts_sft": "TTSSFTModule",
-                "tts_rl": "TTSRLModule"}[cfg.task]
+                "tts_rl": "TTSRLModule"}[cfg.hydra.runtime.choices.module]
     assert type(module).__name__ == expected
     assert sum(p.numel() for p in module.parameters() if p.requires_grad) > 0
 
@@ -58,6 +58,15 @@ def test_every_reward_and_algorithm_builds(group, option, tmp_path):
 def test_asr_module_rejects_a_tts_algorithm(tmp_path):
     with pytest.raises(ValueError, match="unknown algorithm 'diffro'"):
         build_module(_compose(["algorithm=diffro"], tmp_path))
+
+
+def test_module_target_that_is_not_a_module_is_named(tmp_path):
+    cfg = _compose(["module._target_=speech_rl.nowhere.Module"], tmp_path)
+    with pytest.raises(ValueError, match="'speech_rl.nowhere.Module' is not an importable class"):
+        build_module(cfg)
+    cfg = _compose(["module._target_=torch.nn.Linear"], tmp_path)
+    with pytest.raises(ValueError, match="is not a LightningModule"):
+        build_module(cfg)
 
 
 @pytest.mark.parametrize("trainer", CPU_TRAINERS)

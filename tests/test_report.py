@@ -49,7 +49,8 @@ def _tts_run(tmp_path, name, algo, sample_filter, terms, wer, sim, seconds, task
     (d / ".hydra").mkdir()
     t = "\n".join(f"    {x}: {{weight: 1.0}}" for x in terms)
     (d / ".hydra" / "config.yaml").write_text(
-        f"task: {task}\nalgorithm:\n  name: {algo}\n  sample_filter: {str(sample_filter).lower()}\n"
+        f"module:\n  _target_: speech_rl.modules.{ {'tts_rl': 'tts_rl.TTSRLModule', 'tts_sft': 'tts_sft.TTSSFTModule'}[task]}"
+        f"\nalgorithm:\n  name: {algo}\n  sample_filter: {str(sample_filter).lower()}\n"
         f"reward:\n  terms:\n{t}\n")
     (d / "eval" / "tts_test.json").write_text(json.dumps(
         {"wer": wer, "sub": wer / 2, "ins": wer / 4, "del": wer / 4, "speaker_sim": sim, "seconds": seconds}))

@@ -17,7 +17,7 @@ def test_open_sft_learns_and_evaluates(tmp_path):
     run_cli("train", "experiment=asr_sft_open", f"data.train_manifest=[{m}]", "data.train_weights=null",
             f"data.val_manifest={m}", "data.synth=null", "data.batch_size=4", "trainer.max_steps=40",
             "trainer.val_check_interval=40", "optim.warmup_steps=0", "optim.lr=3e-3", "model.llm.hidden_size=64",
-            "model.llm.num_layers=2", "sft.val_max_new_tokens=80", f"hydra.run.dir={run}",
+            "model.llm.num_layers=2", "module.val_max_new_tokens=80", f"hydra.run.dir={run}",
             cwd=tmp_path, data_dir=tmp_path, timeout=600)
     ce = scalars(run)["train/ce"]
     assert sum(ce[-5:]) / 5 < 0.6 * sum(ce[:5]) / 5, ce
