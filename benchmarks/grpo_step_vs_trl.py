@@ -121,6 +121,8 @@ def run_ours(tok_dir: str, hidden: int, layers: int, steps: int, engine_kwargs: 
 
     from rewards import register_reward
     from speech_rl.algorithms.config import load_algorithm
+    from speech_rl.config_files import load_config_group
+    from speech_rl.modules.optim import load_optim
     from speech_rl.callbacks import PhaseTimer
     from speech_rl.data.tokenizer import HFTokenizer
     from speech_rl.modules.text_grpo import TextGRPOModule
@@ -131,8 +133,8 @@ def run_ours(tok_dir: str, hidden: int, layers: int, steps: int, engine_kwargs: 
         HFTokenizer(tok_dir, prefix="", suffix=""), llm=llm_kwargs(hidden, layers),
         algorithm=load_algorithm("grpo", group_size=GROUP, clip_eps=0.2, beta=0.0),
         reward={"terms": {"bench_prompt_overlap": {"weight": 1.0}}},
-        rollout={"engine": "torch", "engine_kwargs": engine_kwargs, "max_new_tokens": MAX_NEW, "temperature": 1.0},
-        optim={"lr": LR, "weight_decay": 0.0}, seed=SEED)
+        rollout=load_config_group("rollout", "torch", engine_kwargs=engine_kwargs, max_new_tokens=MAX_NEW),
+        optim=load_optim(lr=LR, weight_decay=0.0, grad_clip=None), seed=SEED)
     rows = [{"prompt": p} for p in prompts()]
     loader = DataLoader(rows, batch_size=PROMPTS_PER_STEP, shuffle=True, collate_fn=list,
                         generator=torch.Generator().manual_seed(SEED))

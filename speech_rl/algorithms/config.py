@@ -97,12 +97,7 @@ def parse_algorithm(cfg: Mapping[str, Any], allowed: Sequence[str]) -> Algorithm
 def load_algorithm(name: str, **overrides: Any) -> dict[str, Any]:
     """The shipped ``configs/algorithm/<name>.yaml`` as a dict with ``overrides`` applied:
     for code that builds a module without Hydra (tests, benchmarks), so that the YAML stays
-    the one home of the defaults."""
-    import importlib.resources
+    the one home of the defaults. A key the file lacks is refused."""
+    from speech_rl.config_files import load_config_group
 
-    from omegaconf import OmegaConf
-
-    path = importlib.resources.files("configs") / "algorithm" / f"{name}.yaml"
-    if not path.is_file():
-        raise ValueError(f"no algorithm config {name!r} (configs/algorithm/{name}.yaml)")
-    return {**OmegaConf.to_container(OmegaConf.create(path.read_text())), **overrides}
+    return load_config_group("algorithm", name, **overrides)

@@ -56,8 +56,7 @@ class ASRGRPOModule(RLModule):
         self.val_metrics = PerSetErrorRates(self.normalizer)     # one per validation set (data.extra_val)
         self.group_size = self.algo.group_size
         self.train_params = rollout_sampling_params(rollout)
-        self.val_params = SamplingParams(max_new_tokens=int(rollout.get("val_max_new_tokens")
-                                                            or rollout["max_new_tokens"]), temperature=0.0)
+        self.val_params = rollout_sampling_params(rollout, validation=True)
 
     # ---- RLModule hooks -----------------------------------------------------------------
     def create_engine(self) -> None:

@@ -1,12 +1,35 @@
 """The optimiser and learning-rate schedule every module uses (SFT and RL).
 
-``optim`` config keys read here: lr, weight_decay, betas, warmup_steps, total_steps.
+``optim`` config keys read here: lr, weight_decay, betas, warmup_steps, total_steps (the RL
+modules also read grad_clip and max_consecutive_skips). Their one home is
+``configs/optim/adamw.yaml``: this module holds no defaults; code that builds a module
+without Hydra takes them from that file with ``load_optim``.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+
+ADAMW_KEYS = ("lr", "weight_decay", "betas", "warmup_steps", "total_steps")
+RL_KEYS = ADAMW_KEYS + ("grad_clip", "max_consecutive_skips")
+
+
+def require_optim_keys(o: Mapping[str, Any], keys: Sequence[str] = ADAMW_KEYS) -> None:
+    """ValueError naming the ``optim`` keys of ``keys`` that ``o`` lacks."""
+    missing = [k for k in keys if k not in o]
+    if missing:
+        raise ValueError(f"optim config lacks {', '.join(missing)} (see configs/optim/adamw.yaml; without Hydra "
+                         "start from speech_rl.modules.optim.load_optim())")
+
+
+def load_optim(**overrides: Any) -> dict[str, Any]:
+    """``configs/optim/adamw.yaml`` as a dict with ``overrides`` applied (unknown keys refused)."""
+    from speech_rl.config_files import load_config_group
+
+    return load_config_group("optim", "adamw", **overrides)
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -29,8 +52,8 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int) -> floa
 def adamw_warmup_cosine(params, o: dict) -> dict:
     """AdamW (lr, weight_decay, betas) with ``warmup_cosine_factor`` as a per-step
     LambdaLR: a Lightning ``configure_optimizers`` return value."""
-    opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o.get("weight_decay", 0.0),
-                            betas=tuple(o.get("betas", (0.9, 0.98))))
-    warm, total = int(o.get("warmup_steps", 0)), int(o.get("total_steps", 0) or 0)
+    require_optim_keys(o)
+    opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"], betas=tuple(o["betas"]))
+    warm, total = int(o["warmup_steps"]), int(o["total_steps"] or 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine_factor(s, warm, total))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -18,7 +18,7 @@ from speech_rl.algorithms import AlgorithmConfig, grpo_loss
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams, build_engine
 from speech_rl.engines.base import GuardedEngine, full_named_parameters
-from speech_rl.modules.optim import adamw_warmup_cosine
+from speech_rl.modules.optim import RL_KEYS, adamw_warmup_cosine, require_optim_keys
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,9 @@ class RLModule(L.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------
     def configure_optimizers(self):
-        o = self.hparams.optim
+        require_optim_keys(self.hparams.optim, RL_KEYS)
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        return adamw_warmup_cosine(params, {"betas": (0.9, 0.999), **o})      # constant unless total_steps
+        return adamw_warmup_cosine(params, self.hparams.optim)      # constant unless total_steps
 
     def guarded_step(self, losses: Iterator[torch.Tensor]) -> dict[str, float]:
         """Backward every micro-batch loss yielded by ``losses``, clip, and step — unless a
@@ -123,7 +123,7 @@ class RLModule(L.LightningModule):
             self.manual_backward(loss)
         grad_norm = torch.tensor(float("nan"))
         if finite:
-            clip = self.hparams.optim.get("grad_clip")
+            clip = self.hparams.optim["grad_clip"]
             params = [p for p in self.policy.parameters() if p.grad is not None]
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
             if hasattr(grad_norm, "full_tensor"):
@@ -138,7 +138,7 @@ class RLModule(L.LightningModule):
             opt.zero_grad(set_to_none=True)
             self.skipped_steps += 1
             self._consecutive_skips = getattr(self, "_consecutive_skips", 0) + 1
-            limit = int(self.hparams.optim.get("max_consecutive_skips", 10))
+            limit = int(self.hparams.optim["max_consecutive_skips"])
             log.warning("step %d skipped: non-finite loss or gradient (%d skipped so far)",
                         self.global_step, self.skipped_steps)
             if self._consecutive_skips >= limit:
@@ -331,11 +331,21 @@ def set_rng_state(st: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def rollout_sampling_params(rollout: dict) -> SamplingParams:
-    """The training rollout's sampling from the ``rollout`` config group."""
-    return SamplingParams(max_new_tokens=int(rollout["max_new_tokens"]),
-                          temperature=float(rollout.get("temperature", 1.0)),
-                          top_p=float(rollout.get("top_p", 1.0)), top_k=int(rollout.get("top_k", 0)))
+SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "val_max_new_tokens", "val_temperature")
+
+
+def rollout_sampling_params(rollout: dict, validation: bool = False) -> SamplingParams:
+    """The sampling of the training rollout, or of validation (``val_max_new_tokens`` and
+    ``val_temperature``: 0 is greedy), from the ``rollout`` config group
+    (``configs/rollout/*.yaml``, the one home of these values)."""
+    missing = [k for k in SAMPLING_KEYS if k not in rollout]
+    if missing:
+        raise ValueError(f"rollout config lacks {', '.join(missing)} (see configs/rollout/torch.yaml; without "
+                         "Hydra start from speech_rl.config_files.load_config_group('rollout', 'torch'))")
+    pre = "val_" if validation else ""
+    return SamplingParams(max_new_tokens=int(rollout[pre + "max_new_tokens"]),
+                          temperature=float(rollout[pre + "temperature"]),
+                          top_p=float(rollout["top_p"]), top_k=int(rollout["top_k"]))
 
 
 def finite_mean(xs: list[float]) -> float:

@@ -65,16 +65,17 @@ class TTSRLModule(RLModule):
         self.rewards = RewardSet.from_config(reward)
         self.group_size = self.algo.group_size
         self.train_params = rollout_sampling_params(rollout)
-        self.val_params = SamplingParams(max_new_tokens=int(rollout.get("val_max_new_tokens", rollout["max_new_tokens"])),
-                                         temperature=float(rollout.get("temperature", 1.0)),
-                                         top_p=float(rollout.get("top_p", 1.0)), top_k=int(rollout.get("top_k", 0)))
-        rec = rollout.get("recognizer", "token")
+        self.val_params = rollout_sampling_params(rollout, validation=True)
+        missing = [k for k in ("recognizer", "needs_audio") if k not in rollout]
+        if missing:
+            raise ValueError(f"TTS rollout config lacks {', '.join(missing)} (see configs/experiment/tts_rl.yaml)")
+        rec = rollout["recognizer"]
         self.waveform_asr = None
         if rec != "token":
             from speech_rl.evaluate import load_policy
 
             self.waveform_asr = load_policy(rec).requires_grad_(False)
-        self.needs_audio = bool(rollout.get("needs_audio", False)) or self.waveform_asr is not None
+        self.needs_audio = bool(rollout["needs_audio"]) or self.waveform_asr is not None
         self.val_metric = ASRErrorRates(TextNormalizer())
         self._flow_gen = torch.Generator().manual_seed(int(seed))      # re-seeded per rank in setup
 

@@ -16,7 +16,7 @@ def test_every_shipped_algorithm_config_parses_with_the_yaml_values(name):
 
 def test_a_key_the_algorithm_does_not_read_is_an_error():
     with pytest.raises(ValueError, match=r"algorithm config for 'mwer': clip_eps not read by mwer"):
-        parse_algorithm(load_algorithm("mwer", clip_eps=0.2), ("grpo", "mwer"))
+        parse_algorithm({**load_algorithm("mwer"), "clip_eps": 0.2}, ("grpo", "mwer"))
 
 
 def test_a_missing_key_is_named():

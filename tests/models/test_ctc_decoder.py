@@ -6,12 +6,13 @@ from datamodules.asr import ManifestDataset, collate_asr
 from speech_rl.data.manifest import read_manifest
 from speech_rl.evaluate import ctc_greedy, ctc_transcribe_manifest, load_ctc_head, load_policy
 from speech_rl.modules.asr_sft import ASRSFTModule
+from speech_rl.modules.optim import load_optim
 from tests.conftest import TINY_MODEL
 
 
 def _sft_checkpoint(path, ctc_weight=0.3):
     torch.manual_seed(0)
-    m = ASRSFTModule(TINY_MODEL, {"lr": 1e-3}, ctc_weight=ctc_weight)
+    m = ASRSFTModule(TINY_MODEL, load_optim(lr=1e-3, betas=[0.9, 0.98]), ctc_weight=ctc_weight)
     torch.save({"hyper_parameters": dict(m.hparams), "state_dict": m.state_dict()}, path)
     return m
 

@@ -9,13 +9,15 @@ from lightning.pytorch.callbacks import Callback
 
 from datamodules import ASRDataModule
 from speech_rl.algorithms.config import load_algorithm
+from speech_rl.config_files import load_config_group
+from speech_rl.modules.optim import load_optim
 from speech_rl.callbacks import DeviceHandoff, PhaseTimer, WeightSyncCheck
 from speech_rl.modules import ASRGRPOModule
 from tests.conftest import TINY_MODEL
 
 ALGO = load_algorithm("grpo", group_size=4, clip_eps=0.2, beta=0.1)
-ROLLOUT = {"engine": "torch", "max_new_tokens": 16, "temperature": 1.0}
-OPTIM = {"lr": 1e-3, "grad_clip": 1.0}
+ROLLOUT = load_config_group("rollout", "torch", max_new_tokens=16)
+OPTIM = load_optim(lr=1e-3, betas=[0.9, 0.999], grad_clip=1.0)
 REWARD = {"terms": {"wer": {"weight": 1.0}, "hallucination": {"gate": True}}}
 
 
@@ -147,7 +149,7 @@ def test_supervised_module_logs_each_validation_set_apart(corpus, tmp_path):
     trainer = L.Trainer(accelerator="cpu", max_steps=1, val_check_interval=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
                         num_sanity_val_steps=0)
-    trainer.fit(ASRSFTModule(TINY_MODEL, {"lr": 1e-3}, val_max_new_tokens=8), datamodule=dm)
+    trainer.fit(ASRSFTModule(TINY_MODEL, load_optim(lr=1e-3, betas=[0.9, 0.98]), val_max_new_tokens=8), datamodule=dm)
     got = trainer.callback_metrics
     for key in ("val/ce", "val/wer", "val_long/ce", "val_long/wer"):
         assert key in got and math.isfinite(float(got[key])), key

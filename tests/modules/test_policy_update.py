@@ -7,6 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from speech_rl.algorithms.config import load_algorithm
+from speech_rl.config_files import load_config_group
+from speech_rl.modules.optim import load_optim
 from speech_rl.data.tokenizer import CharTokenizer
 from speech_rl.models.llm import response_logprobs
 from speech_rl.modules.text_grpo import TextGRPOModule
@@ -19,8 +21,8 @@ def make(**algo):
     return TextGRPOModule(CharTokenizer(), llm={"hidden_size": 64, "num_layers": 2, "max_positions": 256},
                           algorithm=load_algorithm("grpo", **{"group_size": G, "clip_eps": 0.2, "beta": 0.0, **algo}),
                           reward={"terms": {"wer": {"weight": 1.0}}},
-                          rollout={"engine": "torch", "max_new_tokens": 12, "temperature": 1.0},
-                          optim={"lr": 3e-3}, seed=0)
+                          rollout=load_config_group("rollout", "torch", max_new_tokens=12),
+                          optim=load_optim(lr=3e-3, grad_clip=None), seed=0)
 
 
 def _rollout(module):
@@ -113,3 +115,21 @@ def test_ppo_epochs_under_a_trainer_make_that_many_optimiser_steps_per_rollout()
     assert trainer.global_step == 6
     # the last epoch's ratio is against the sampling policy, two updates old
     assert abs(float(trainer.callback_metrics["train/ratio_mean"]) - 1.0) > 1e-4
+
+
+def test_optim_settings_have_one_home():
+    """AdamW settings come from configs/optim/adamw.yaml alone: a missing key is named, not
+    filled by a default in code; load_optim refuses a key the file does not have."""
+    from speech_rl.modules.optim import adamw_warmup_cosine
+
+    o = load_optim(lr=1e-3)
+    opt = adamw_warmup_cosine([torch.nn.Parameter(torch.zeros(2))], o)["optimizer"]
+    assert opt.defaults["betas"] == tuple(o["betas"]) and opt.defaults["weight_decay"] == o["weight_decay"]
+    with pytest.raises(ValueError, match="optim config lacks betas"):
+        adamw_warmup_cosine([torch.nn.Parameter(torch.zeros(2))], {k: v for k, v in o.items() if k != "betas"})
+    module = make()
+    module.hparams.optim.pop("max_consecutive_skips")
+    with pytest.raises(ValueError, match="lacks max_consecutive_skips"):
+        module.configure_optimizers()
+    with pytest.raises(ValueError, match="betaz not in configs/optim/adamw.yaml"):
+        load_optim(betaz=[0.9, 0.9])

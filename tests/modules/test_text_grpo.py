@@ -7,6 +7,8 @@ from torch.utils.data import DataLoader
 from rewards import register_reward
 from speech_rl.callbacks import PhaseTimer
 from speech_rl.algorithms.config import load_algorithm
+from speech_rl.config_files import load_config_group
+from speech_rl.modules.optim import load_optim
 from speech_rl.data.tokenizer import CharTokenizer
 from speech_rl.modules.text_grpo import TextGRPOModule
 
@@ -21,8 +23,8 @@ def make(**algo):
     return TextGRPOModule(CharTokenizer(), llm={"hidden_size": 64, "num_layers": 2, "max_positions": 256},
                           algorithm=load_algorithm("grpo", **{"group_size": 4, "clip_eps": 0.2, "beta": 0.0, **algo}),
                           reward={"terms": {"test_text_short": {"weight": 1.0}}},
-                          rollout={"engine": "torch", "max_new_tokens": 24, "temperature": 1.0},
-                          optim={"lr": 3e-3}, seed=0)
+                          rollout=load_config_group("rollout", "torch", max_new_tokens=24),
+                          optim=load_optim(lr=3e-3, grad_clip=None), seed=0)
 
 
 def test_a_length_reward_shortens_completions():

@@ -96,9 +96,10 @@ def test_eval_tts_scores_a_text_list_written_elsewhere(tmp_path, capsys):
 
 
 def _tiny_sft(weights):
+    from speech_rl.modules.optim import load_optim
     from speech_rl.modules.tts_sft import TTSSFTModule
 
-    return TTSSFTModule(TINY_TTS, {"lr": 1e-2, "warmup_steps": 0}, loss_weights=weights)
+    return TTSSFTModule(TINY_TTS, load_optim(lr=1e-2, betas=[0.9, 0.98]), loss_weights=weights)
 
 
 def test_a_zero_loss_weight_freezes_its_part_and_skips_its_loss():
