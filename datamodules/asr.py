@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -11,47 +10,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.sampler import EpochBatchSampler, ResumableDataLoader, ignore_preemption_in_worker
-from speech_rl.data.features import LogMel, pad_features
-from speech_rl.data.manifest import BadRows, Utterance, read_manifest, utterance_audio
+from speech_rl.data.dataset import ASRBatch, ManifestDataset, collate_asr  # noqa: F401 (re-exported)
+from speech_rl.data.manifest import BadRows, Utterance, read_manifest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ASRBatch:
-    """A batch of B utterances."""
-
-    feats: torch.Tensor             # (B, T, n_mels) float, zero padded
-    feat_lens: torch.Tensor         # (B,) long
-    texts: list[str]
-    ids: list[str]
-    keywords: list[list[str] | None]
-    durations: list[float]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def to(self, device) -> "ASRBatch":
-        return ASRBatch(self.feats.to(device), self.feat_lens.to(device), self.texts, self.ids, self.keywords,
-                        self.durations)
-
-
-class ManifestDataset(Dataset):
-    """Utterances of a manifest as dicts with log-mel ``feats`` (T, n_mels)."""
-
-    def __init__(self, utterances: list[Utterance], sample_rate: int = 16000, n_mels: int = 80):
-        self.utts = utterances
-        self.sample_rate = sample_rate
-        self.logmel = LogMel(sample_rate=sample_rate, n_mels=n_mels)
-
-    def __len__(self) -> int:
-        return len(self.utts)
-
-    def __getitem__(self, i: int) -> dict:
-        u = self.utts[i]
-        wav = torch.from_numpy(utterance_audio(u, self.sample_rate))
-        return {"id": u.id, "feats": self.logmel(wav), "text": u.text,
-                "keywords": list(u.keywords) if u.keywords is not None else None, "duration": u.duration}
 
 
 def check_weights(weights: list[float] | None, paths: list) -> list[float]:
@@ -77,12 +39,6 @@ def weighted(items: list, weight: float, seed: str) -> list:
     whole = int(weight)
     extra = round((weight - whole) * len(items))
     return items * whole + random.Random(seed).sample(items, extra)
-
-
-def collate_asr(items: list[dict]) -> ASRBatch:
-    feats, lens = pad_features([it["feats"] for it in items])
-    return ASRBatch(feats, lens, [it["text"] for it in items], [it["id"] for it in items],
-                    [it["keywords"] for it in items], [it["duration"] for it in items])
 
 
 def _is_empty(path: str | Path) -> bool:

@@ -7,33 +7,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.asr import ManifestDataset, collate_asr
-from speech_rl.checkpoint import load_module_state
+from speech_rl.data.dataset import ManifestDataset, collate_asr
 from speech_rl.data.manifest import read_manifest
 from speech_rl.engines import SamplingParams, TorchEngine
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
-from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
-
-
-def read_checkpoint(checkpoint: str | Path) -> dict:
-    """A speech-rl checkpoint file, read once (on CPU) for ``load_policy`` and ``load_ctc_head``."""
-    p = Path(checkpoint)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    return torch.load(p, map_location="cpu", weights_only=False)
-
-
-def load_policy(checkpoint: str | Path, ckpt: dict | None = None) -> AudioLLM:
-    """Rebuild the AudioLLM stored in a speech-rl checkpoint (from its hparams) and load its
-    weights; ``ckpt``: the file's contents when already read (``read_checkpoint``)."""
-    ckpt = read_checkpoint(checkpoint) if ckpt is None else ckpt
-    hp = ckpt.get("hyper_parameters", {})
-    if "model" not in hp:
-        raise ValueError(f"checkpoint {checkpoint} has no speech-rl model hyper-parameters (hyper_parameters.model)")
-    model_cfg = dict(hp["model"], init_from=None)
-    policy = build_audio_llm(**model_cfg)
-    load_module_state(policy, ckpt, checkpoint, "policy", "model")
-    return policy.eval()
+from speech_rl.models.audio_llm import AudioLLM, load_policy, read_checkpoint  # noqa: F401 (CLI API)
 
 
 def _batches(ds: ManifestDataset, batch_size: int, progress: bool, desc: str):

@@ -6,6 +6,7 @@ to the batch's longest prompt; the response is text tokens followed by EOS.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +15,9 @@ from torch import nn
 
 from speech_rl.models.llm import build_causal_lm, response_logprobs
 from speech_rl.models.projector import Projector
+
+
+TRANSCRIPT_MAX_NEW_TOKENS = 512    # greedy transcripts of synthesised audio (TTS rewards and eval-tts)
 
 
 class AudioLLM(nn.Module):
@@ -84,14 +88,20 @@ class AudioLLM(nn.Module):
         return [self.tokenizer.decode(t) for t in engine.generate(prompt, mask, 1, params).tokens]
 
     @torch.no_grad()
-    def transcribe_waveforms(self, waves: list[torch.Tensor], engine, params, sample_rate: int = 16000,
+    def transcribe_waveforms(self, waves: list[torch.Tensor], engine, params=None, sample_rate: int = 16000,
                              batch_size: int = 16) -> list[str]:
         """Transcripts of waveforms (each (n,) float at ``sample_rate``), in batches of
-        ``batch_size``, through the same log-mel front end the ASR data module uses. Clips
+        ``batch_size``, through the same log-mel front end the ASR data module uses; ``params``
+        default: greedy, up to ``TRANSCRIPT_MAX_NEW_TOKENS`` (the one home of the recogniser's
+        decode length wherever speech-rl judges audio it made). Clips
         shorter than one analysis window (400 samples) get a single silent frame (and so,
         usually, an empty transcript) instead of failing the batch."""
         from speech_rl.data.features import LogMel, pad_features
 
+        if params is None:
+            from speech_rl.engines import SamplingParams
+
+            params = SamplingParams(max_new_tokens=TRANSCRIPT_MAX_NEW_TOKENS, temperature=0.0)
         if sample_rate != 16000:
             raise ValueError(f"transcribe_waveforms: audio at {sample_rate} Hz, the ASR front end reads 16000 Hz "
                              "(resample first)")
@@ -142,3 +152,26 @@ def load_audio_llm_weights(model: AudioLLM, path: str, config: Mapping | None = 
     from speech_rl.checkpoint import load_module_weights
 
     load_module_weights(model, path, "policy", "model", config=config)
+
+
+def read_checkpoint(checkpoint: str | Path) -> dict:
+    """A speech-rl checkpoint file, read once (on CPU) for ``load_policy`` and ``load_ctc_head``."""
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    return torch.load(p, map_location="cpu", weights_only=False)
+
+
+def load_policy(checkpoint: str | Path, ckpt: dict | None = None) -> AudioLLM:
+    """Rebuild the AudioLLM stored in a speech-rl checkpoint (from its hparams) and load its
+    weights; ``ckpt``: the file's contents when already read (``read_checkpoint``)."""
+    ckpt = read_checkpoint(checkpoint) if ckpt is None else ckpt
+    hp = ckpt.get("hyper_parameters", {})
+    if "model" not in hp:
+        raise ValueError(f"checkpoint {checkpoint} has no speech-rl model hyper-parameters (hyper_parameters.model)")
+    model_cfg = dict(hp["model"], init_from=None)
+    policy = build_audio_llm(**model_cfg)
+    from speech_rl.checkpoint import load_module_state
+
+    load_module_state(policy, ckpt, checkpoint, "policy", "model")
+    return policy.eval()

@@ -49,12 +49,6 @@ class ConvTransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.d_model, self.n_mels = d_model, n_mels
 
-    @staticmethod
-    def out_lengths(lengths: torch.Tensor) -> torch.Tensor:
-        for _ in range(2):
-            lengths = (lengths + 1) // 2    # conv k=3, s=2, p=1: floor((L + 2 - 3) / 2) + 1
-        return lengths
-
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = feats.shape[0]
         x, lens = feats.unsqueeze(1), lengths                     # (B, 1, T, F)
@@ -159,7 +153,7 @@ class WhisperAudioEncoder(nn.Module):
         return self._trimmed(x[..., : self.window], lengths)
 
     def _trimmed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        enc, grad = self.enc, torch.is_grad_enabled()
+        grad = torch.is_grad_enabled()
         with torch.set_grad_enabled(grad and not self.frozen):
             return self._trimmed_no_grad_below(x, lengths, grad)
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from datamodules.asr import ASRBatch
+from speech_rl.data.dataset import ASRBatch
 from rewards import RewardSet
 from rewards.asr import HallucinationReward
 from speech_rl.algorithms import group_advantages, mwer_loss, parse_algorithm

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from datamodules.asr import ASRBatch
+from speech_rl.data.dataset import ASRBatch
 from speech_rl.data.features import spec_augment
 from speech_rl.engines import SamplingParams, TorchEngine
 from speech_rl.metrics import PerSetErrorRates, TextNormalizer, val_set_names

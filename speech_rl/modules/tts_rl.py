@@ -32,7 +32,6 @@ from rewards import RewardSet
 from speech_rl.algorithms import (diffro_loss, group_advantages, kl_penalty, parse_algorithm, sample_filter,
                                   straight_through_tokens)
 from speech_rl.callbacks.phases import run_phase
-from speech_rl.engines import SamplingParams
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
 from speech_rl.modules.rl_base import RLModule, skip_on_reward_timeout, decoder_layers, rollout_sampling_params
 from speech_rl.tts.system import TTSSystem, build_tts_system
@@ -72,7 +71,7 @@ class TTSRLModule(RLModule):
         rec = rollout["recognizer"]
         self.waveform_asr = None
         if rec != "token":
-            from speech_rl.evaluate import load_policy
+            from speech_rl.models.audio_llm import load_policy
 
             self.waveform_asr = load_policy(rec).requires_grad_(False)
         self.needs_audio = bool(rollout["needs_audio"]) or self.waveform_asr is not None
@@ -143,8 +142,7 @@ class TTSRLModule(RLModule):
         asr = self.waveform_asr
         if getattr(self, "_asr_engine", None) is None:
             self._asr_engine = TorchEngine(asr.llm, asr.tokenizer.eos_id, asr.tokenizer.pad_id, device=self.device)
-        return asr.transcribe_waveforms(audio, self._asr_engine, SamplingParams(max_new_tokens=256, temperature=0.0),
-                                        sample_rate=self.tts.vocoder.sample_rate)
+        return asr.transcribe_waveforms(audio, self._asr_engine, sample_rate=self.tts.vocoder.sample_rate)
 
     @skip_on_reward_timeout
     def training_step(self, batch: TTSBatch, batch_idx: int) -> None:

@@ -104,8 +104,7 @@ def evaluate_tts(checkpoint: str, texts: str, asr: str, speaker: str | None = No
     for s in seeds:
         batch = synthesise_texts(system, rows, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
                                                               top_k=top_k), seed=s)
-        hyps = recogniser.transcribe_waveforms([torch.from_numpy(x["audio"]) for x in batch], eng,
-                                               SamplingParams(max_new_tokens=512, temperature=0.0), sample_rate=sr)
+        hyps = recogniser.transcribe_waveforms([torch.from_numpy(x["audio"]) for x in batch], eng, sample_rate=sr)
         for x, h in zip(batch, hyps):
             x["hyp"], x["seed"] = h, s
         r = score([{"ref": x["text"], "hyp": x["hyp"], "keywords": None} for x in batch])
