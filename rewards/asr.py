@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 from rewards.registry import register_reward
-from speech_rl.metrics.text import TextNormalizer, keyword_counts, longest_ngram_run, word_errors
+from speech_rl.metrics.text import TextNormalizer, keyword_counts, ngram_loop, word_errors
 
 
 @register_reward("wer")
@@ -62,11 +62,9 @@ def detect_hallucination(hyp: str, ref: str | None = None, duration: float | Non
     True
     """
     words, ref_words = hyp.split(), (ref.split() if ref is not None else [])
-    if min_repeats:
-        for n in range(1, max_ngram + 1):
-            run = longest_ngram_run(words, n)
-            if run >= min_repeats and run > (longest_ngram_run(ref_words, n) if ref_words else 1):
-                return f"loop: {n}-gram repeated {run} times"
+    loop = ngram_loop(words, min_repeats, max_ngram, ref_words) if min_repeats else None
+    if loop:
+        return f"loop: {loop[0]}-gram repeated {loop[1]} times"
     if max_words_per_second is not None and duration is not None and duration > 0:
         limit = max_words_per_second * duration + len_slack
         if len(words) > limit:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from speech_rl.data.manifest import Utterance
-from speech_rl.metrics.text import TextNormalizer, longest_ngram_run, word_errors
+from speech_rl.metrics.text import TextNormalizer, ngram_loop, word_errors
 
 SUBSETS = ("D0", "D1", "D2", "D3")
 
@@ -83,9 +83,9 @@ def disagreement(hyps: list[str], norm: TextNormalizer | None = None) -> float:
 
 
 def loops(hyp: str, repeats: int, max_n: int = 4) -> bool:
-    """True if an n-gram (n <= max_n) of ``hyp`` repeats back to back ``repeats`` times."""
-    words = TextNormalizer()(hyp).split()
-    return any(longest_ngram_run(words, n) >= repeats for n in range(1, max_n + 1))
+    """True if an n-gram (n <= max_n) of ``hyp`` repeats back to back ``repeats`` times (the
+    R2 reward's loop rule, ``metrics.text.ngram_loop``, without a reference)."""
+    return ngram_loop(TextNormalizer()(hyp).split(), repeats, max_n) is not None
 
 
 def select_subsets(pool: list[Utterance], systems: list[dict[str, str]], sizes: dict[str, int],

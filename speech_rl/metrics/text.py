@@ -92,3 +92,22 @@ def longest_ngram_run(tokens: list[str], n: int) -> int:
             best = max(best, run)
             prev = g
     return best
+
+
+def ngram_loop(words: list[str], min_repeats: int, max_n: int = 4,
+               ref_words: list[str] | None = None) -> tuple[int, int] | None:
+    """The hallucination rule "loop", the one place it is written (the R2 reward and RL data
+    selection both call it): the first n (1..``max_n``) whose n-gram repeats back to back
+    ``min_repeats`` times or more, and more often than in ``ref_words`` when given, as
+    ``(n, repeats)``; None when there is no such loop.
+
+    >>> ngram_loop("go go go go now".split(), 3)
+    (1, 4)
+    >>> ngram_loop("no no no".split(), 3, ref_words="no no no".split()) is None
+    True
+    """
+    for n in range(1, max_n + 1):
+        run = longest_ngram_run(words, n)
+        if run >= min_repeats and run > (longest_ngram_run(ref_words, n) if ref_words else 1):
+            return n, run
+    return None
