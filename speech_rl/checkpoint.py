@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from speech_rl.atomic import atomic_open
+
 log = logging.getLogger(__name__)
 
 
@@ -32,14 +34,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     (e.g. ENOSPC) removes the temp file and raises ``CheckpointWriteError`` naming the path
     and the reason."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        with tmp.open("wb") as f:
+        with atomic_open(target, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
     except (OSError, RuntimeError) as exc:   # torch.save reports a failed write as RuntimeError
         errno = _errno_in(exc, target.parent)
         if isinstance(exc, RuntimeError) and not errno and "writ" not in str(exc).lower():
@@ -47,9 +44,6 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         reason = os.strerror(errno) if errno else f"{type(exc).__name__}: {exc}"
         raise CheckpointWriteError(errno, f"could not write checkpoint {target}: {reason}; the previous "
                                    f"checkpoints in {target.parent} are untouched") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _errno_in(exc: BaseException, folder: Path) -> int | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from speech_rl.atomic import atomic_open
 from speech_rl.data.dataset import ManifestDataset, collate_asr
 from speech_rl.data.manifest import read_manifest
 from speech_rl.engines import SamplingParams, TorchEngine
@@ -115,22 +116,15 @@ def format_table(name: str, res: dict[str, float]) -> str:
 
 def save_metrics(path: str | Path, obj: dict) -> None:
     """Metrics JSON written atomically (temp file + rename), folders created."""
-    save = Path(path)
-    save.parent.mkdir(parents=True, exist_ok=True)
-    tmp = save.with_name(save.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(save)
+    with atomic_open(path) as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
 
 
 def write_hyps(rows: list[dict], path: str | Path) -> None:
     """id -> hypothesis as JSONL ({"id", "hyp"} a line), written atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for r in rows:
             f.write(json.dumps({"id": r["id"], "hyp": r["hyp"]}, ensure_ascii=False) + "\n")
-    tmp.replace(p)
 
 
 __all__ = ["read_checkpoint", "load_policy", "transcribe_manifest", "load_ctc_head", "ctc_greedy", "ctc_transcribe_manifest", "score", "format_table", "save_metrics", "write_hyps"]

@@ -32,6 +32,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from speech_rl.atomic import atomic_open
+
 log = logging.getLogger(__name__)
 
 
@@ -302,7 +304,6 @@ def _train_base(work: Path, data: Path, base_steps: int, base_long_steps: int, s
         _train([*args, f"trainer.max_steps={steps}", f"trainer.val_check_interval={every}",
                 f"callbacks.checkpoint.every_n_train_steps={every}", "callbacks.checkpoint.save_top_k=-1",
                 "callbacks.checkpoint.monitor=null", f"seed={seed}"], data, run)
-        tmp = out.with_suffix(".tmp")
-        shutil.copy(run / "checkpoints" / "last.ckpt", tmp)
-        os.replace(tmp, out)
+        with atomic_open(out, "wb") as f, (run / "checkpoints" / "last.ckpt").open("rb") as src:
+            shutil.copyfileobj(src, f)
     return final

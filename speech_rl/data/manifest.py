@@ -162,14 +162,12 @@ def read_manifest(path: str | Path, *, on_bad_row: str = "error", check_audio: s
 def write_manifest(path: str | Path, rows: list[dict]) -> Path:
     """Write rows as JSONL atomically (temp file + rename): an existing manifest is
     never left half-written."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    from speech_rl.atomic import atomic_open
+
+    with atomic_open(path) as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(p)
-    return p
+    return Path(path)
 
 
 def utterance_audio(utt: Utterance, sample_rate: int) -> np.ndarray:
