@@ -177,6 +177,8 @@ def _plot(argv: list[str]) -> int:
 
 
 def _data(argv: list[str]) -> int:
+    from speech_rl.data.select import DEFAULT_SIZES, SelectionRules
+
     p = argparse.ArgumentParser(prog="speech-rl data")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="synthesise a keyword-rich English corpus with eSpeak NG")
@@ -195,12 +197,12 @@ def _data(argv: list[str]) -> int:
     sel.add_argument("--hyps", action="append", default=[], help="hypotheses of one ASR system: JSONL "
                      "{id, hyp} or Kaldi text (repeatable; two or more for D1)")
     sel.add_argument("--out", required=True, help="output folder for D0.jsonl ... D3.jsonl and selection.json")
-    sel.add_argument("--sizes", default="D0=200,D1=200,D2=200,D3=200", help="e.g. D0=200,D1=200")
+    sel.add_argument("--sizes", default=DEFAULT_SIZES, help="e.g. D0=200,D1=200")
     sel.add_argument("--seed", type=int, default=0)
-    sel.add_argument("--disagree-wer", type=float, default=0.2)
-    sel.add_argument("--loop-repeats", type=int, default=3)
-    sel.add_argument("--long-seconds", type=float, default=20.0)
-    sel.add_argument("--min-keywords", type=int, default=2)
+    sel.add_argument("--disagree-wer", type=float, default=SelectionRules.disagree_wer)
+    sel.add_argument("--loop-repeats", type=int, default=SelectionRules.loop_repeats)
+    sel.add_argument("--long-seconds", type=float, default=SelectionRules.long_seconds)
+    sel.add_argument("--min-keywords", type=int, default=SelectionRules.min_keywords)
     sel.add_argument("--normalizer", choices=["plain", "whisper"], default="plain",
                      help="normalise hypotheses before the D1 comparison; whisper when one system is Whisper")
     tk = sub.add_parser("tokenize", help="acoustic tokens for TTS: fit a k-means speech tokenizer (or load one) "
@@ -260,12 +262,9 @@ def _tokenize(a) -> int:
 
 def _select(a) -> int:
     from speech_rl.data.manifest import read_manifest, write_manifest
-    from speech_rl.data.select import SelectionRules, read_hypotheses, select_subsets, utterance_row
+    from speech_rl.data.select import SelectionRules, parse_sizes, read_hypotheses, select_subsets, utterance_row
 
-    try:
-        sizes = {k.strip(): int(v) for k, v in (x.split("=") for x in a.sizes.split(",") if x.strip())}
-    except ValueError as exc:
-        raise ValueError(f"--sizes must look like D0=200,D1=200; got {a.sizes!r}") from exc
+    sizes = parse_sizes(a.sizes)
     pool = []
     for m in a.pool:
         pool += read_manifest(m, on_bad_row="skip", check_audio="header")[0]
@@ -295,7 +294,7 @@ def _select(a) -> int:
 
 
 def _pipeline(argv: list[str]) -> int:
-    from speech_rl.pipeline import RL_POOLS, run_pipeline
+    from speech_rl.pipeline import PIPELINE_SIZES, RL_POOLS, run_pipeline
 
     p = argparse.ArgumentParser(prog="speech-rl pipeline", description="ASR: synth -> base -> hypotheses -> "
                                 "RL subsets -> GRPO -> evaluation table, each stage cached in WORK.")
@@ -308,7 +307,7 @@ def _pipeline(argv: list[str]) -> int:
     p.add_argument("--base-long-steps", type=int, default=400, help="with --base train: stage 2 steps (0 skips it)")
     p.add_argument("--experiment", default="asr_rl_best", help="the RL experiment config")
     p.add_argument("--rl-steps", type=int, help="RL steps (default: the experiment's trainer.max_steps)")
-    p.add_argument("--sizes", default="D0=200,D1=200,D2=150,D3=200")
+    p.add_argument("--sizes", default=PIPELINE_SIZES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=512, help="greedy decoding limit for hypotheses and eval")
     p.add_argument("--pools", default=",".join(RL_POOLS),

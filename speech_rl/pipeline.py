@@ -37,6 +37,7 @@ from speech_rl.atomic import atomic_open
 log = logging.getLogger(__name__)
 
 
+PIPELINE_SIZES = "D0=200,D1=200,D2=150,D3=200"     # RL subsets of the main job (measured with these)
 SHIPPED_BASE = Path(__file__).parent / "assets" / "asr_base.pt"
 
 
@@ -163,7 +164,7 @@ def corpus_splits(scale: float) -> dict:
 
 
 def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, rl_steps: int | None = None,
-                 rl_overrides: list[str] | None = None, sizes: str = "D0=200,D1=200,D2=150,D3=200",
+                 rl_overrides: list[str] | None = None, sizes: str = PIPELINE_SIZES,
                  seed: int = 0, max_new_tokens: int = 512, base: str | Path | None = "shipped",
                  base_long_steps: int = 400, experiment: str = "asr_rl_best",
                  pools: tuple[str, ...] = RL_POOLS) -> str:
@@ -173,7 +174,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     ``base_steps`` / ``base_long_steps``: the two base stages' steps when training
     (0 skips stage 2); ``rl_steps``: None keeps the experiment's ``trainer.max_steps``."""
     from speech_rl.data.manifest import read_manifest, write_manifest
-    from speech_rl.data.select import SelectionRules, select_subsets, utterance_row
+    from speech_rl.data.select import SelectionRules, parse_sizes, select_subsets, utterance_row
     from speech_rl.data.synth import manifest_sentences, synth_corpus
     from speech_rl.evaluate import (ctc_transcribe_manifest, load_ctc_head, load_policy, read_checkpoint,
                                     save_metrics, score, transcribe_manifest, write_hyps)
@@ -233,8 +234,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     t = time.perf_counter()
     rl_dir = corpus / "rl"
     pool = [u for p in pool_files for u in read_manifest(p, check_audio="header")[0]]
-    want = {k: int(v) for k, v in (x.split("=") for x in sizes.split(","))}
-    want = {k: max(1, int(round(v * scale))) for k, v in want.items()}
+    want = {k: max(1, int(round(v * scale))) for k, v in parse_sizes(sizes).items()}
     subsets, report = select_subsets(pool, systems, want, SelectionRules(), seed)
     test_sentences = set().union(*(manifest_sentences(corpus / f"{s}.jsonl") for s in TEST_SETS))
     report["pools"] = list(pools)

@@ -32,6 +32,25 @@ class SelectionRules:
     min_keywords: int = 2          # D3
 
 
+DEFAULT_SIZES = "D0=200,D1=200,D2=200,D3=200"     # `speech-rl data select --sizes`
+
+
+def parse_sizes(text: str) -> dict[str, int]:
+    """``"D0=200,D1=150"`` -> ``{"D0": 200, "D1": 150}``; a ValueError naming the text otherwise.
+
+    >>> parse_sizes("D0=200, D2=150")
+    {'D0': 200, 'D2': 150}
+    """
+    try:
+        sizes = {k.strip(): int(v) for k, v in (x.split("=") for x in text.split(",") if x.strip())}
+    except ValueError as exc:
+        raise ValueError(f"subset sizes must look like D0=200,D1=200; got {text!r}") from exc
+    unknown = sorted(set(sizes) - set(SUBSETS))
+    if unknown or any(v < 0 for v in sizes.values()):
+        raise ValueError(f"subset sizes {text!r}: subsets are {', '.join(SUBSETS)} with sizes >= 0")
+    return sizes
+
+
 def keyword_density(u: Utterance) -> float:
     """Keywords per word of the reference text (0 without keywords).
 

@@ -98,3 +98,13 @@ def test_d1_with_whisper_normaliser_ignores_digit_spelling():
     plain, _ = select_subsets(pool, systems, {"D1": 2})
     whisper, _ = select_subsets(pool, systems, {"D1": 2}, normalizer=WhisperNormalizer())
     assert [u.id for u in plain["D1"]] == ["b", "a"] and [u.id for u in whisper["D1"]] == ["b"]
+
+
+def test_subset_sizes_are_parsed_in_one_place():
+    from speech_rl.data.select import parse_sizes
+
+    assert parse_sizes("D0=5,D3=0") == {"D0": 5, "D3": 0}
+    with pytest.raises(ValueError, match="must look like D0=200"):
+        parse_sizes("D0:5")
+    with pytest.raises(ValueError, match="subsets are D0, D1, D2, D3"):
+        parse_sizes("D4=5")
