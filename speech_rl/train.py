@@ -83,6 +83,10 @@ def _quiet_duplicate_loggers() -> None:
             lg.propagate = True
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")   # frozen ref / engine
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # The RL modules optimise manually; Lightning then warns that an every_n_train_steps
+    # checkpoint holds the weights *after* the step. That is the state we want: global_step
+    # counts that step, and resume from it is exact (tests/modules/test_resume.py).
+    warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

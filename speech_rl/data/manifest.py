@@ -113,50 +113,53 @@ def read_manifest(path: str | Path, *, on_bad_row: str = "error", check_audio: s
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            reject(f"line {lineno}", f"malformed JSON ({exc.msg} at column {exc.colno})")
-            continue
-        why = _check_fields(row)
-        if why:
-            who = row.get("id") if isinstance(row, dict) and isinstance(row.get("id"), str) else f"line {lineno}"
-            reject(f"id {who!r}" if who != f"line {lineno}" else who, why)
-            continue
-        uid = row["id"]
-        seen[uid] += 1
-        if seen[uid] > 1:
-            reject(f"id {uid!r} (line {lineno})", "duplicate id")
-            continue
-        audio = Path(row["audio"]).expanduser()
-        audio = audio if audio.is_absolute() else base / audio
-        duration = float(row.get("duration") or 0.0)
-        try:
-            if check_audio != "none":
-                info = audio_info(audio)
-                duration = info.frames / info.samplerate
-            if check_audio == "full":
-                duration = len(load_audio(audio, sample_rate)) / sample_rate
-        except AudioError as exc:
-            reject(f"id {uid!r}", str(exc))
-            continue
-        if duration <= 0:
-            reject(f"id {uid!r}", "no duration: give 'duration' or let the audio be checked")
-            continue
-        if duration < min_duration:
-            reject(f"id {uid!r}", f"audio is {duration:.3f}s, shorter than min_duration {min_duration}s")
-            continue
-        if max_duration is not None and duration > max_duration:
-            reject(f"id {uid!r}", f"audio is {duration:.1f}s, longer than max_duration {max_duration}s")
-            continue
-        good.append(Utterance(uid, audio, row["text"], duration,
-                              tuple(row["keywords"]) if row.get("keywords") is not None else None,
-                              row.get("speaker")))
+        utt = _utterance(line, lineno, base, seen, check_audio, sample_rate, min_duration, max_duration)
+        if isinstance(utt, Utterance):
+            good.append(utt)
+        else:
+            reject(*utt)
     if bad.rows:
         log.warning(bad.summary())
     if not good:
         raise ManifestError(f"manifest {mpath} has no usable rows" + (f"; {bad.summary()}" if bad.rows else ""))
     return good, bad
+
+
+def _utterance(line: str, lineno: int, base: Path, seen: Counter, check_audio: str, sample_rate: int,
+               min_duration: float, max_duration: float | None) -> Utterance | tuple[str, str]:
+    """One manifest line -> its Utterance, or (who, why) naming the row and what is wrong
+    with it. ``seen`` counts ids across the manifest (duplicates are bad rows)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"line {lineno}", f"malformed JSON ({exc.msg} at column {exc.colno})"
+    why = _check_fields(row)
+    if why:
+        uid = row.get("id") if isinstance(row, dict) and isinstance(row.get("id"), str) else None
+        return (f"id {uid!r}" if uid is not None else f"line {lineno}"), why
+    uid = row["id"]
+    seen[uid] += 1
+    if seen[uid] > 1:
+        return f"id {uid!r} (line {lineno})", "duplicate id"
+    audio = Path(row["audio"]).expanduser()
+    audio = audio if audio.is_absolute() else base / audio
+    duration = float(row.get("duration") or 0.0)
+    try:
+        if check_audio != "none":
+            info = audio_info(audio)
+            duration = info.frames / info.samplerate
+        if check_audio == "full":
+            duration = len(load_audio(audio, sample_rate)) / sample_rate
+    except AudioError as exc:
+        return f"id {uid!r}", str(exc)
+    if duration <= 0:
+        return f"id {uid!r}", "no duration: give 'duration' or let the audio be checked"
+    if duration < min_duration:
+        return f"id {uid!r}", f"audio is {duration:.3f}s, shorter than min_duration {min_duration}s"
+    if max_duration is not None and duration > max_duration:
+        return f"id {uid!r}", f"audio is {duration:.1f}s, longer than max_duration {max_duration}s"
+    return Utterance(uid, audio, row["text"], duration,
+                     tuple(row["keywords"]) if row.get("keywords") is not None else None, row.get("speaker"))
 
 
 def write_manifest(path: str | Path, rows: list[dict]) -> Path:
