@@ -173,28 +173,14 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     the corpus splits RL data is selected from;
     ``base_steps`` / ``base_long_steps``: the two base stages' steps when training
     (0 skips stage 2); ``rl_steps``: None keeps the experiment's ``trainer.max_steps``."""
-    from speech_rl.data.manifest import read_manifest, write_manifest
-    from speech_rl.data.select import SelectionRules, parse_sizes, select_subsets, utterance_row
-    from speech_rl.data.synth import manifest_sentences, synth_corpus
-    from speech_rl.evaluate import (ctc_transcribe_manifest, load_ctc_head, load_policy, read_checkpoint,
-                                    save_metrics, score, transcribe_manifest, write_hyps)
-    from speech_rl.report import make_table
+    from speech_rl.data.synth import synth_corpus
 
     work = Path(work).resolve()
     data = work / "data"
     corpus = data / "asr"
     pools = tuple(pools)
     splits = corpus_splits(scale)
-    unknown = [p for p in pools if p not in splits]
-    if not pools or unknown:
-        raise ValueError(f"pools {list(pools)}: {'unknown corpus splits ' + str(unknown) if unknown else 'none given'}"
-                         f"; the corpus has {', '.join(splits)}")
-    given = resolve_base(base)
-    if given is not None:
-        check_work_base(work, given)
-    elif (work / "base.json").is_file() and not (work / "base" / "base.ckpt").is_file():
-        check_work_base(work, None)                # made from a given base: do not train another here
-    check_work_pools(work, pools)
+    given = _check_inputs(work, pools, splits, base)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if given is not None:            # no base training: only what RL, selection and evaluation read
@@ -210,38 +196,14 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     _done(timings, "base", t)
 
     t = time.perf_counter()
-    hyp_dir = work / "hyps"
-    hyp_dir.mkdir(exist_ok=True)
     pool_files = [corpus / f"{p}.jsonl" for p in pools]
-    systems, policy, base_file = [], None, None    # the base, read and loaded once for hypotheses and evaluation
-    for name in ("llm", "ctc"):
-        out = hyp_dir / f"{name}.jsonl"
-        if not out.exists():
-            base_file = base_file or read_checkpoint(base_ckpt)
-            policy = policy or load_policy(base_ckpt, base_file)
-            if name == "ctc":
-                head = load_ctc_head(base_ckpt, policy, base_file)
-                rows = [r for p in pool_files
-                        for r in ctc_transcribe_manifest(policy, head, p, batch_size=32, progress=True)]
-            else:
-                rows = [r for p in pool_files for r in transcribe_manifest(policy, p, batch_size=32, progress=True,
-                                                                      max_new_tokens=max_new_tokens)]
-            write_hyps(rows, out)
-        systems.append({json.loads(x)["id"]: json.loads(x)["hyp"] for x in out.read_text().splitlines()})
-    base_file = None                           # the file's contents are not needed past this point
+    systems, policy = _base_hypotheses(work / "hyps", base_ckpt, pool_files, max_new_tokens)
     _done(timings, "hyps", t)
 
     t = time.perf_counter()
     rl_dir = corpus / "rl"
-    pool = [u for p in pool_files for u in read_manifest(p, check_audio="header")[0]]
-    want = {k: max(1, int(round(v * scale))) for k, v in parse_sizes(sizes).items()}
-    subsets, report = select_subsets(pool, systems, want, SelectionRules(), seed)
-    test_sentences = set().union(*(manifest_sentences(corpus / f"{s}.jsonl") for s in TEST_SETS))
+    report = _select_rl_data(corpus, rl_dir, pool_files, systems, sizes, scale, seed)
     report["pools"] = list(pools)
-    report["share_a_test_sentence"] = shared_sentence_count([u for v in subsets.values() for u in v], test_sentences)
-    rl_dir.mkdir(parents=True, exist_ok=True)
-    for name, utts in subsets.items():
-        write_manifest(rl_dir / f"{name}.jsonl", [utterance_row(u) for u in utts])
     (rl_dir / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
     _done(timings, "select", t)
 
@@ -256,8 +218,81 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
 
     t = time.perf_counter()
     base_eval = work / "runs" / "base_eval"
-    for run, ckpt in ((base_eval, base_ckpt), (rl_run, rl_run / "checkpoints" / "last.ckpt")):
-        model = policy if ckpt == base_ckpt else None
+    _evaluate(corpus, ((base_eval, base_ckpt, policy), (rl_run, rl_run / "checkpoints" / "last.ckpt", None)),
+              max_new_tokens)
+    _done(timings, "eval", t)
+    summary = _summary(base_eval, rl_run, base_ckpt, timings, report, pools)
+    (work / "report.md").write_text(summary + "\n")
+    return summary
+
+
+def _check_inputs(work: Path, pools: tuple[str, ...], splits: dict, base: str | Path | None) -> Path | None:
+    """Refuse unknown pools and a WORK folder made with another base or other pools; returns
+    the given base checkpoint (None: train one)."""
+    unknown = [p for p in pools if p not in splits]
+    if not pools or unknown:
+        raise ValueError(f"pools {list(pools)}: {'unknown corpus splits ' + str(unknown) if unknown else 'none given'}"
+                         f"; the corpus has {', '.join(splits)}")
+    given = resolve_base(base)
+    if given is not None:
+        check_work_base(work, given)
+    elif (work / "base.json").is_file() and not (work / "base" / "base.ckpt").is_file():
+        check_work_base(work, None)                # made from a given base: do not train another here
+    check_work_pools(work, pools)
+    return given
+
+
+def _base_hypotheses(hyp_dir: Path, base_ckpt: Path, pool_files: list[Path], max_new_tokens: int):
+    """The base's two systems on the RL pools (its LLM decoder and its CTC head), each cached
+    in HYP_DIR/{llm,ctc}.jsonl. Returns the two id -> hypothesis maps and the base policy
+    when it had to be loaded (None when both were cached)."""
+    from speech_rl.evaluate import (ctc_transcribe_manifest, load_ctc_head, load_policy, read_checkpoint,
+                                    transcribe_manifest, write_hyps)
+
+    hyp_dir.mkdir(exist_ok=True)
+    systems, policy, base_file = [], None, None    # the base, read and loaded once
+    for name in ("llm", "ctc"):
+        out = hyp_dir / f"{name}.jsonl"
+        if not out.exists():
+            base_file = base_file or read_checkpoint(base_ckpt)
+            policy = policy or load_policy(base_ckpt, base_file)
+            if name == "ctc":
+                head = load_ctc_head(base_ckpt, policy, base_file)
+                rows = [r for p in pool_files
+                        for r in ctc_transcribe_manifest(policy, head, p, batch_size=32, progress=True)]
+            else:
+                rows = [r for p in pool_files for r in transcribe_manifest(policy, p, batch_size=32, progress=True,
+                                                                      max_new_tokens=max_new_tokens)]
+            write_hyps(rows, out)
+        systems.append({json.loads(x)["id"]: json.loads(x)["hyp"] for x in out.read_text().splitlines()})
+    return systems, policy
+
+
+def _select_rl_data(corpus: Path, rl_dir: Path, pool_files: list[Path], systems: list[dict], sizes: str,
+                    scale: float, seed: int) -> dict:
+    """D0-D3 from the pools (``data select``'s rules) written to RL_DIR; returns the
+    selection report with the count of RL utterances that share a test sentence."""
+    from speech_rl.data.manifest import read_manifest, write_manifest
+    from speech_rl.data.select import SelectionRules, parse_sizes, select_subsets, utterance_row
+    from speech_rl.data.synth import manifest_sentences
+
+    pool = [u for p in pool_files for u in read_manifest(p, check_audio="header")[0]]
+    want = {k: max(1, int(round(v * scale))) for k, v in parse_sizes(sizes).items()}
+    subsets, report = select_subsets(pool, systems, want, SelectionRules(), seed)
+    test_sentences = set().union(*(manifest_sentences(corpus / f"{s}.jsonl") for s in TEST_SETS))
+    report["share_a_test_sentence"] = shared_sentence_count([u for v in subsets.values() for u in v], test_sentences)
+    rl_dir.mkdir(parents=True, exist_ok=True)
+    for name, utts in subsets.items():
+        write_manifest(rl_dir / f"{name}.jsonl", [utterance_row(u) for u in utts])
+    return report
+
+
+def _evaluate(corpus: Path, runs, max_new_tokens: int) -> None:
+    """Each (run folder, checkpoint, loaded policy or None) on EVAL_SETS -> RUN/eval/SET.json
+    and its hypotheses; sets already evaluated are kept."""
+    from speech_rl.evaluate import load_policy, save_metrics, score, transcribe_manifest, write_hyps
+
+    for run, ckpt, model in runs:
         for s in EVAL_SETS:
             out = run / "eval" / f"{s}.json"
             if out.exists():
@@ -267,20 +302,22 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
                                        progress=True)
             save_metrics(out, dict(score(rows), manifest=str(corpus / f"{s}.jsonl"), checkpoint=str(ckpt)))
             write_hyps(rows, run / "eval" / f"{s}.hyps.jsonl")
-    _done(timings, "eval", t)
+
+
+def _summary(base_eval: Path, rl_run: Path, base_ckpt: Path, timings: dict, report: dict, pools) -> str:
+    from speech_rl.report import make_table
+
     table = make_table([rl_run], base=base_eval)
     metrics = {run: {x: json.loads((r / "eval" / f"{x}.json").read_text()) for x in EVAL_SETS}
                for run, r in (("base", base_eval), ("rl", rl_run))}
     times = ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
-    summary = "\n".join([table, "", summary_line(metrics["base"], metrics["rl"]),
-                         summary_line(metrics["base"], metrics["rl"], ("val_long",),
-                                      "RL vs base on the RL pool's voices (held-out long audio)"),
-                         f"base: {base_ckpt}; RL run: {rl_run}", f"stage times (s): {times}",
-                         f"RL subsets: {report['selected']} (qualified {report['qualified']}) from "
-                         f"{', '.join(pools)}; RL utterances sharing a sentence with the test sets: "
-                         f"{report['share_a_test_sentence']}"])
-    (work / "report.md").write_text(summary + "\n")
-    return summary
+    return "\n".join([table, "", summary_line(metrics["base"], metrics["rl"]),
+                      summary_line(metrics["base"], metrics["rl"], ("val_long",),
+                                   "RL vs base on the RL pool's voices (held-out long audio)"),
+                      f"base: {base_ckpt}; RL run: {rl_run}", f"stage times (s): {times}",
+                      f"RL subsets: {report['selected']} (qualified {report['qualified']}) from "
+                      f"{', '.join(pools)}; RL utterances sharing a sentence with the test sets: "
+                      f"{report['share_a_test_sentence']}"])
 
 
 def _train_base(work: Path, data: Path, base_steps: int, base_long_steps: int, seed: int) -> Path:
