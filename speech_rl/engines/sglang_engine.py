@@ -1,12 +1,32 @@
-"""SGLang rollout engine (CUDA only; ``pip install speech-rl[gpu]``).
+"""SGLang rollout engine (CUDA only; ``pip install speech-rl[gpu]``). **Never run here**
+(no CUDA on the development machines): written against SGLang 0.5.23's source and tested
+by the engine contract suite and the device script when a GPU is lent.
 
-Uses the offline ``sglang.Engine`` with prompt embeddings (``input_embeds``; this
-needs the radix cache disabled), ``enable_memory_saver`` for
-``release_memory_occupation`` / ``resume_memory_occupation``, and
-``update_weights_from_tensor`` in size-bounded buckets for the on-policy sync.
-It cannot run on the CPU-only development machines: it is exercised by the engine
-contract tests in ``tests/engines`` when CUDA and sglang are present, and skipped
-otherwise.
+What SGLang exposes, read in its source (0.5.23):
+
+- ``sglang.Engine.generate`` takes prompt / input_ids / image, audio, video data ... but **no
+  ``input_embeds``**. The request type ``sglang.srt.managers.io_struct.GenerateReqInput``
+  does carry ``input_embeds`` (nested float lists; a batch is a list of (L, H) lists; the
+  radix cache must be off). ``Engine.generate`` itself builds a ``GenerateReqInput`` and
+  runs ``engine.tokenizer_manager.generate_request(obj, None)`` on ``engine.loop``; this
+  engine sends its embedding requests the same way (``build_request`` + ``_run``).
+- G samples: one request per sample, prompt-major (``n=G`` would expand the batch
+  sample-major, and with the radix cache off it shares no prefill anyway).
+- weights: ``update_weights_from_tensor(named_tensors, flush_cache=...)`` in size-bounded
+  buckets, the cache flushed after the last; memory: ``release_memory_occupation`` /
+  ``resume_memory_occupation(tags=[...])`` with ``enable_memory_saver``.
+
+SGLang bugs users hit in RL loops, and what this engine does about them:
+
+- ``release_memory_occupation`` can return before the memory is free (an OOM in the policy
+  step right after it): the hand-off callback logs device memory after each release, so it
+  shows; call ``torch.cuda.synchronize()`` there if it bites.
+- output garbled after pause + bucketed ``update_weights_from_tensor`` (sglang #15246,
+  #14178): this engine never pauses generation (it syncs between rollouts only) and flushes
+  the cache with the last bucket.
+- ``input_embeds`` with sessions (sglang #40728): no sessions are used.
+- no per-request sampling seed is passed, so a resumed run does not redraw the same
+  samples (``state_dict`` is empty: resume is exact for the policy, not for SGLang's draws).
 """
 from __future__ import annotations
 
@@ -36,6 +56,23 @@ def buckets(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> Ite
         size += nbytes
     if cur:
         yield cur
+
+
+def request_embeds(prompt_embeds: torch.Tensor, prompt_mask: torch.Tensor, group_size: int) -> list:
+    """(B, L, H) left-padded prompts + (B, L) mask -> B*G unpadded (L_b, H) nested float
+    lists, the G copies of a prompt consecutive (``GenerateReqInput.input_embeds``)."""
+    out = []
+    for i in range(prompt_embeds.shape[0]):
+        e = prompt_embeds[i, prompt_mask[i].bool()].float().cpu().tolist()
+        out.extend([e] * group_size)
+    return out
+
+
+def sglang_sampling_params(params: SamplingParams, eos_id: int) -> dict:
+    """speech-rl's SamplingParams as SGLang's sampling-params dict (top_k -1: off)."""
+    return {"max_new_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p,
+            "top_k": params.top_k if params.top_k > 0 else -1, "stop_token_ids": [eos_id],
+            "skip_special_tokens": False}
 
 
 class SGLangEngine:
@@ -72,16 +109,22 @@ class SGLangEngine:
                                     mem_fraction_static=mem_fraction_static, dtype=dtype, **engine_kwargs)
         self.released = False
 
+    def build_request(self, prompt_embeds: torch.Tensor, prompt_mask: torch.Tensor, group_size: int,
+                      params: SamplingParams):
+        """The ``GenerateReqInput`` of one rollout: B*G embedding prompts, prompt-major."""
+        from sglang.srt.managers.io_struct import GenerateReqInput
+
+        return GenerateReqInput(input_embeds=request_embeds(prompt_embeds, prompt_mask, group_size),
+                                sampling_params=sglang_sampling_params(params, self.eos_id), return_logprob=True)
+
+    def _run(self, obj) -> list[dict]:
+        """What ``sglang.Engine.generate`` does with its request object."""
+        out = self.engine.loop.run_until_complete(self.engine.tokenizer_manager.generate_request(obj, None).__anext__())
+        return out if isinstance(out, list) else [out]
+
     def generate(self, prompt_embeds: torch.Tensor, prompt_mask: torch.Tensor, group_size: int,
                  params: SamplingParams) -> Rollout:
-        embeds = []
-        for i in range(prompt_embeds.shape[0]):
-            e = prompt_embeds[i, prompt_mask[i].bool()].float().cpu().tolist()
-            embeds.extend([e] * group_size)
-        sp = {"max_new_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p,
-              "top_k": params.top_k if params.top_k > 0 else -1, "stop_token_ids": [self.eos_id],
-              "skip_special_tokens": False}
-        outs = self.engine.generate(input_embeds=embeds, sampling_params=sp, return_logprob=True)
+        outs = self._run(self.build_request(prompt_embeds, prompt_mask, group_size, params))
         n, t = len(outs), max(1, max(len(o["output_ids"]) for o in outs))
         tokens = torch.full((n, t), self.pad_id, dtype=torch.long)
         logprobs = torch.zeros(n, t)

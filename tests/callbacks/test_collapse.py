@@ -4,6 +4,8 @@ import torch
 
 from datamodules import ASRDataModule
 from speech_rl.algorithms.config import load_algorithm
+from speech_rl.config_files import load_config_group
+from speech_rl.modules.optim import load_optim
 from speech_rl.callbacks import CollapseGuard, CollapseRules
 from speech_rl.modules import ASRGRPOModule
 from tests.conftest import TINY_MODEL
@@ -38,8 +40,9 @@ def test_guard_rolls_back_to_the_best_validation_and_stops(corpus, tmp_path):
     dm = ASRDataModule(str(corpus / "embedded" / "train.jsonl"), str(corpus / "embedded" / "val.jsonl"),
                        batch_size=3, check_audio="header")
     module = ASRGRPOModule(TINY_MODEL, load_algorithm("grpo", group_size=2, beta=0.0),
-                           {"terms": {"wer": {}}}, {"max_new_tokens": 8, "val_max_new_tokens": 8},
-                           {"lr": 1e-2})
+                           {"terms": {"wer": {}}}, load_config_group("rollout", "torch", max_new_tokens=8,
+                                                                     val_max_new_tokens=8),
+                           load_optim(lr=1e-2, grad_clip=None))
     guard = CollapseGuard(action="rollback", val_wer_rise=-1.0, patience=2, kl_max=None, repetition_max=None)
     trainer = L.Trainer(accelerator="cpu", max_steps=20, val_check_interval=2, check_val_every_n_epoch=None,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
