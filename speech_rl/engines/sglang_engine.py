@@ -108,6 +108,7 @@ class SGLangEngine:
                                     enable_memory_saver=True, random_seed=seed,
                                     mem_fraction_static=mem_fraction_static, dtype=dtype, **engine_kwargs)
         self.released = False
+        self.device = torch.device("cuda")          # the hand-off callback releases / resumes it
 
     def build_request(self, prompt_embeds: torch.Tensor, prompt_mask: torch.Tensor, group_size: int,
                       params: SamplingParams):

@@ -87,6 +87,9 @@ class VLLMEngine:
                             max_model_len=max_len, logprobs_mode="processed_logprobs",
                             enable_prefix_caching=False, **engine_kwargs)
         self._vllm = vllm
+        # where its weights and KV cache live: the hand-off callback releases an engine whose
+        # device is not the CPU before the policy step and resumes it for the sync
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.calls = 0
         self.released = False
 
