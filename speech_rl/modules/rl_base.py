@@ -187,10 +187,10 @@ class RLModule(L.LightningModule):
                     old.setdefault(i, logp.detach())        # a skipped step changes no weight, so still the sampler's
                     loss, m = loss_terms(sl, logp, old[i], ref[i], aux, mean_tokens)
                     if entropy is not None:
-                        m["entropy"] = entropy.sum() / mask[sl].sum().clamp(min=1)
+                        m["entropy"] = entropy.detach().sum() / mask[sl].sum().clamp(min=1)
                     m["loss"] = loss.detach()
                     for k, v in m.items():
-                        acc.setdefault(k, []).append(float(v))
+                        acc.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
                     yield loss * (logp.shape[0] / n)
 
             metrics.update(self.guarded_step(losses()))
