@@ -4,7 +4,16 @@ one home of every default."""
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+
+def require_keys(cfg: Mapping[str, Any], keys: Sequence[str], what: str, hint: str) -> None:
+    """ValueError "``what`` lacks K1, K2 (``hint``)" naming the ``keys`` that ``cfg`` lacks:
+    the config files are the one home of these values, so code reads them without defaults."""
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise ValueError(f"{what} lacks {', '.join(missing)} ({hint})")
 
 
 def load_config_group(group: str, name: str, **overrides: Any) -> dict[str, Any]:

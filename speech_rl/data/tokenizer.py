@@ -6,6 +6,21 @@ from __future__ import annotations
 import string
 
 
+def until_eos(ids, eos_id: int) -> list[int]:
+    """``ids`` (ints or a tensor row) as ints, up to and without the first ``eos_id``.
+
+    >>> until_eos([5, 6, 2, 7], 2)
+    [5, 6]
+    """
+    out = []
+    for i in ids:
+        i = int(i)
+        if i == eos_id:
+            break
+        out.append(i)
+    return out
+
+
 class CharTokenizer:
     """Character-level tokenizer with special tokens.
 
@@ -36,14 +51,7 @@ class CharTokenizer:
         return [self.stoi.get(c, self.unk_id) for c in t]
 
     def decode(self, ids) -> str:
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == self.eos_id:
-                break
-            if i >= len(self.SPECIALS):
-                out.append(self.itos[i])
-        return "".join(out)
+        return "".join(self.itos[i] for i in until_eos(ids, self.eos_id) if i >= len(self.SPECIALS))
 
     def prompt_ids(self) -> tuple[list[int], list[int]]:
         """Token ids around the audio embeddings: (prefix, suffix)."""
@@ -72,10 +80,7 @@ class HFTokenizer:
         return self.tok.encode(text, add_special_tokens=False)
 
     def decode(self, ids) -> str:
-        ids = [int(i) for i in ids]
-        if self.eos_id in ids:
-            ids = ids[: ids.index(self.eos_id)]
-        return self.tok.decode(ids, skip_special_tokens=True)
+        return self.tok.decode(until_eos(ids, self.eos_id), skip_special_tokens=True)
 
     def prompt_ids(self) -> tuple[list[int], list[int]]:
         return self.encode(self.prefix) if self.prefix else [], self.encode(self.suffix) if self.suffix else []
@@ -115,14 +120,8 @@ class WhisperTextTokenizer:
         return self.tok.encode(" " + t.strip(), add_special_tokens=False).ids
 
     def decode(self, ids) -> str:
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == self.eos_id:
-                break
-            if i < self.eos_id:                                  # text tokens only
-                out.append(i)
-        return self.tok.decode(out).strip()
+        text = [i for i in until_eos(ids, self.eos_id) if i < self.eos_id]     # text tokens only
+        return self.tok.decode(text).strip()
 
     def prompt_ids(self) -> tuple[list[int], list[int]]:
         return [self.sot_id], [self.no_timestamps_id]

@@ -19,10 +19,10 @@ RL_KEYS = ADAMW_KEYS + ("grad_clip", "max_consecutive_skips")
 
 def require_optim_keys(o: Mapping[str, Any], keys: Sequence[str] = ADAMW_KEYS) -> None:
     """ValueError naming the ``optim`` keys of ``keys`` that ``o`` lacks."""
-    missing = [k for k in keys if k not in o]
-    if missing:
-        raise ValueError(f"optim config lacks {', '.join(missing)} (see configs/optim/adamw.yaml; without Hydra "
-                         "start from speech_rl.modules.optim.load_optim())")
+    from speech_rl.config_files import require_keys
+
+    require_keys(o, keys, "optim config", "see configs/optim/adamw.yaml; without Hydra start from "
+                 "speech_rl.modules.optim.load_optim()")
 
 
 def load_optim(**overrides: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from rewards.combine import RewardTimeout
 from speech_rl.algorithms import AlgorithmConfig, grpo_loss
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams, build_engine
+from speech_rl.config_files import require_keys
 from speech_rl.engines.base import GuardedEngine, full_named_parameters
 from speech_rl.modules.optim import RL_KEYS, adamw_warmup_cosine, require_optim_keys
 
@@ -338,10 +339,8 @@ def rollout_sampling_params(rollout: dict, validation: bool = False) -> Sampling
     """The sampling of the training rollout, or of validation (``val_max_new_tokens`` and
     ``val_temperature``: 0 is greedy), from the ``rollout`` config group
     (``configs/rollout/*.yaml``, the one home of these values)."""
-    missing = [k for k in SAMPLING_KEYS if k not in rollout]
-    if missing:
-        raise ValueError(f"rollout config lacks {', '.join(missing)} (see configs/rollout/torch.yaml; without "
-                         "Hydra start from speech_rl.config_files.load_config_group('rollout', 'torch'))")
+    require_keys(rollout, SAMPLING_KEYS, "rollout config", "see configs/rollout/torch.yaml; without Hydra start "
+                 "from speech_rl.config_files.load_config_group('rollout', 'torch')")
     pre = "val_" if validation else ""
     return SamplingParams(max_new_tokens=int(rollout[pre + "max_new_tokens"]),
                           temperature=float(rollout[pre + "temperature"]),

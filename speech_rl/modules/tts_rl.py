@@ -32,6 +32,7 @@ from rewards import RewardSet
 from speech_rl.algorithms import (diffro_loss, group_advantages, kl_penalty, parse_algorithm, sample_filter,
                                   straight_through_tokens)
 from speech_rl.callbacks.phases import run_phase
+from speech_rl.config_files import require_keys
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
 from speech_rl.modules.rl_base import RLModule, skip_on_reward_timeout, decoder_layers, rollout_sampling_params
 from speech_rl.tts.system import TTSSystem, build_tts_system
@@ -65,9 +66,7 @@ class TTSRLModule(RLModule):
         self.group_size = self.algo.group_size
         self.train_params = rollout_sampling_params(rollout)
         self.val_params = rollout_sampling_params(rollout, validation=True)
-        missing = [k for k in ("recognizer", "needs_audio") if k not in rollout]
-        if missing:
-            raise ValueError(f"TTS rollout config lacks {', '.join(missing)} (see configs/experiment/tts_rl.yaml)")
+        require_keys(rollout, ("recognizer", "needs_audio"), "TTS rollout config", "see configs/experiment/tts_rl.yaml")
         rec = rollout["recognizer"]
         self.waveform_asr = None
         if rec != "token":
