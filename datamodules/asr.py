@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.sampler import EpochBatchSampler, ResumableDataLoader, ignore_preemption_in_worker
 from speech_rl.data.dataset import ASRBatch, ManifestDataset, collate_asr  # noqa: F401 (re-exported)
+from speech_rl.data.formats import is_single_source, source_path
 from speech_rl.data.manifest import BadRows, Utterance, read_manifest
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,9 @@ def weighted(items: list, weight: float, seed: str) -> list:
     return items * whole + random.Random(seed).sample(items, extra)
 
 
-def _is_empty(path: str | Path) -> bool:
-    """True for an existing manifest with no non-blank line (read up to the first one)."""
-    if not Path(path).is_file():
+def _is_empty(path) -> bool:
+    """True for an existing JSONL manifest with no non-blank line (read up to the first one)."""
+    if not isinstance(path, (str, Path)) or not Path(path).is_file():
         return False
     with open(path, "rb") as f:
         return not any(line.strip() for line in f)
@@ -53,8 +54,10 @@ class ASRDataModule(L.LightningDataModule):
     """Train / val manifests -> ASRBatch loaders.
 
     Args:
-        train_manifest / val_manifest: JSONL paths (val optional; train may be a list of
-            manifests, taken as a union: an id in several is used once).
+        train_manifest / val_manifest: data sets (val optional; train may be a list of
+            them, taken as a union: an id in several is used once). Each is a JSONL path, a
+            Hugging Face dataset, a Kaldi data directory or Lhotse manifests, or a mapping
+            ``{path, format, split, fields}`` (``speech_rl.data.formats``).
         batch_size: prompts per step for RL (each is sampled ``group_size`` times).
         on_bad_row / check_audio / max_duration: see ``read_manifest``.
         bucket_by_length: batch utterances of similar duration (less padding).
@@ -105,7 +108,7 @@ class ASRDataModule(L.LightningDataModule):
 
     def _load(self, paths: str | list[str], weights: list[float] | None = None) -> ManifestDataset:
         h = self.hparams
-        paths = [paths] if isinstance(paths, str) else list(paths)
+        paths = [paths] if is_single_source(paths) else list(paths)
         weights = check_weights(weights, paths)
         utts, seen, repeated = [], set(), 0
         for path, w in zip(paths, weights):
@@ -115,7 +118,7 @@ class ASRDataModule(L.LightningDataModule):
                 continue
             u, bad = read_manifest(path, on_bad_row=h.on_bad_row, check_audio=h.check_audio,
                                    sample_rate=h.sample_rate, max_duration=h.max_duration)
-            self.bad_rows[str(path)] = bad
+            self.bad_rows[str(source_path(path))] = bad
             kept = []
             for x in u:                    # several manifests are a union (RL subsets overlap)
                 if x.id in seen:
@@ -123,7 +126,7 @@ class ASRDataModule(L.LightningDataModule):
                     continue
                 seen.add(x.id)
                 kept.append(x)
-            utts.extend(weighted(kept, w, seed=f"{h.seed}-{Path(path).name}"))
+            utts.extend(weighted(kept, w, seed=f"{h.seed}-{source_path(path).name}"))
         if repeated:
             log.info("%d utterances listed in more than one of %s were kept once", repeated, paths)
         if not utts:

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from speech_rl.atomic import atomic_open
 from speech_rl.data.dataset import ManifestDataset, collate_asr
+from speech_rl.data.formats import source_path
 from speech_rl.data.manifest import read_manifest
 from speech_rl.engines import SamplingParams, TorchEngine
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
@@ -35,7 +36,7 @@ def transcribe_manifest(policy: AudioLLM, manifest: str | Path, batch_size: int 
     engine = TorchEngine(policy.llm, policy.tokenizer.eos_id, policy.tokenizer.pad_id)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     out = []
-    for batch in _batches(ds, batch_size, progress, f"decode {Path(manifest).name}"):
+    for batch in _batches(ds, batch_size, progress, f"decode {source_path(manifest).name}"):
         hyps = policy.transcribe(batch.feats, batch.feat_lens, engine, params)
         for uid, ref, kws, hyp in zip(batch.ids, batch.texts, batch.keywords, hyps):
             out.append({"id": uid, "ref": ref, "hyp": hyp, "keywords": kws})
@@ -86,7 +87,7 @@ def ctc_transcribe_manifest(policy: AudioLLM, head: torch.nn.Linear, manifest: s
     ds = ManifestDataset(utts, n_mels=policy.encoder.n_mels)
     tok = policy.tokenizer
     out = []
-    for batch in _batches(ds, batch_size, progress, f"CTC {Path(manifest).name}"):
+    for batch in _batches(ds, batch_size, progress, f"CTC {source_path(manifest).name}"):
         frames, lens = policy.encode(batch.feats, batch.feat_lens)        # (B, T', D), (B,)
         best = head(frames).argmax(-1)                                     # (B, T')
         for k, (uid, ref, kws) in enumerate(zip(batch.ids, batch.texts, batch.keywords)):

@@ -103,13 +103,14 @@ class WhisperJudge:
     def transcribe_manifest(self, manifest: str | Path, on_bad_row: str = "error", progress: bool = False
                             ) -> list[dict]:
         """Rows {id, ref, hyp, keywords} in manifest order, like ``speech_rl.evaluate.transcribe_manifest``."""
+        from speech_rl.data.formats import source_path
         from speech_rl.data.manifest import read_manifest, utterance_audio
 
         utts, _ = read_manifest(manifest, on_bad_row=on_bad_row, check_audio="full")
         if progress:
             from tqdm.auto import tqdm
 
-            utts_iter = tqdm(utts, desc=f"whisper {Path(manifest).name}", unit="utt", leave=False)
+            utts_iter = tqdm(utts, desc=f"whisper {source_path(manifest).name}", unit="utt", leave=False)
         else:
             utts_iter = utts
         return [{"id": u.id, "ref": u.text, "hyp": self.transcribe(utterance_audio(u, 16000)),

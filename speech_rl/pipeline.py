@@ -272,8 +272,8 @@ def _select_rl_data(corpus: Path, rl_dir: Path, pool_files: list[Path], systems:
                     scale: float, seed: int) -> dict:
     """D0-D3 from the pools (``data select``'s rules) written to RL_DIR; returns the
     selection report with the count of RL utterances that share a test sentence."""
-    from speech_rl.data.manifest import read_manifest, write_manifest
-    from speech_rl.data.select import SelectionRules, parse_sizes, select_subsets, utterance_row
+    from speech_rl.data.manifest import read_manifest, utterance_row, write_manifest
+    from speech_rl.data.select import SelectionRules, parse_sizes, select_subsets
     from speech_rl.data.synth import manifest_sentences
 
     pool = [u for p in pool_files for u in read_manifest(p, check_audio="header")[0]]

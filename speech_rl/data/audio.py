@@ -13,7 +13,10 @@ class AudioError(ValueError):
 
 
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
-    """Header of an audio file; raises AudioError for a missing, directory or non-audio path."""
+    """Header of an audio file (or of a file-like object of encoded audio); raises
+    AudioError for a missing, directory or non-audio path."""
+    if not isinstance(path, (str, Path)):
+        return _stream_info(path)
     p = Path(path)
     if not p.exists():
         raise AudioError(f"audio file {p} does not exist")
@@ -30,6 +33,18 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
     return info
 
 
+def _stream_info(f) -> sf._SoundFileInfo:
+    name = getattr(f, "name", "embedded audio")
+    try:
+        f.seek(0)
+        info = sf.info(f)
+    except Exception as exc:
+        raise AudioError(f"audio {name} is not readable audio: {exc}") from exc
+    if info.frames <= 0:
+        raise AudioError(f"audio {name} is empty (0 samples)")
+    return info
+
+
 def _check_riff_size(p: Path) -> None:
     """libsndfile silently reads a cut WAV file as a shorter one; its RIFF header still
     gives the full size, so compare."""
@@ -43,24 +58,41 @@ def _check_riff_size(p: Path) -> None:
                              f"the file has {actual}")
 
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Read ``path`` as mono float32 at ``sample_rate``; returns shape (n,).
+def load_audio(path: str | Path, sample_rate: int, *, start: float = 0.0, duration: float | None = None,
+               channel: int | None = None) -> np.ndarray:
+    """Read ``path`` (a file, or a file-like object of encoded audio) as mono float32 at
+    ``sample_rate``; returns shape (n,).
 
-    Multi-channel audio is averaged to mono; other rates are resampled with soxr.
-    Raises AudioError for unreadable, empty, truncated or non-finite audio.
+    ``start`` / ``duration`` (seconds; ``duration=None`` reads to the end) cut a span of the
+    file (Kaldi segments, Lhotse supervisions); ``channel`` picks one channel, ``None``
+    averages them. Other rates are resampled with soxr. Raises AudioError for unreadable,
+    empty, truncated or non-finite audio, and for a span or channel the file does not have.
     """
     info = audio_info(path)
+    name = path if isinstance(path, (str, Path)) else getattr(path, "name", "embedded audio")
+    first = int(round(start * info.samplerate))
+    count = -1 if duration is None else int(round(duration * info.samplerate))
+    if start < 0 or first >= info.frames or (count >= 0 and first + count > info.frames + round(0.01 * info.samplerate)):
+        end = "the end" if duration is None else f"{start + duration:.3f}s"
+        raise AudioError(f"audio file {name}: span {start:.3f}s to {end} is outside its "
+                         f"{info.frames / info.samplerate:.3f}s")
+    if channel is not None and not 0 <= channel < info.channels:
+        raise AudioError(f"audio file {name} has {info.channels} channel(s), channel {channel} asked")
     try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        if not isinstance(path, (str, Path)):
+            path.seek(0)
+        wav, sr = sf.read(path if not isinstance(path, Path) else str(path), start=first,
+                          frames=min(count, info.frames - first) if count >= 0 else -1, dtype="float32", always_2d=True)
     except Exception as exc:
-        raise AudioError(f"audio file {path} cannot be decoded (truncated or corrupt?): {exc}") from exc
+        raise AudioError(f"audio file {name} cannot be decoded (truncated or corrupt?): {exc}") from exc
+    expected = (info.frames - first) if count < 0 else min(count, info.frames - first)
     if wav.shape[0] == 0:
-        raise AudioError(f"audio file {path} is empty (0 samples)")
-    if wav.shape[0] < info.frames * 0.99:
-        raise AudioError(f"audio file {path} is truncated: header says {info.frames} samples, read {wav.shape[0]}")
+        raise AudioError(f"audio file {name} is empty (0 samples)")
+    if wav.shape[0] < expected * 0.99:
+        raise AudioError(f"audio file {name} is truncated: header says {expected} samples, read {wav.shape[0]}")
     if not np.isfinite(wav).all():
-        raise AudioError(f"audio file {path} contains NaN or infinite samples")
-    mono = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
+        raise AudioError(f"audio file {name} contains NaN or infinite samples")
+    mono = wav[:, channel] if channel is not None else (wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0])
     if sr != sample_rate:
         mono = soxr.resample(mono, sr, sample_rate).astype(np.float32)
     return np.ascontiguousarray(mono, dtype=np.float32)

@@ -154,13 +154,3 @@ def select_subsets(pool: list[Utterance], systems: list[dict[str, str]], sizes: 
     report = {"pool": len(pool), "systems": len(systems), "rules": asdict(rules), "seed": seed,
               "asked": dict(sizes), "qualified": qualified, "selected": {k: len(v) for k, v in out.items()}}
     return out, report
-
-
-def utterance_row(u: Utterance) -> dict:
-    """Manifest row of an utterance, with an absolute audio path."""
-    row = {"id": u.id, "audio": str(u.audio), "text": u.text, "duration": round(u.duration, 3)}
-    if u.keywords is not None:
-        row["keywords"] = list(u.keywords)
-    if u.speaker is not None:
-        row["speaker"] = u.speaker
-    return row
