@@ -7,6 +7,8 @@
   speech-rl pipeline [--work DIR --base shipped|train|CKPT]   ASR: synth -> base -> RL data -> GRPO -> table
   speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr | --preset open]
   speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
+  speech-rl data convert SOURCE OUT.jsonl [--format hf|kaldi|lhotse --split S --field text=COL]   to JSONL
+  speech-rl data export SOURCE [--kaldi DIR] [--lhotse CUTS.jsonl.gz]   to Kaldi / Lhotse (e.g. an RL subset)
   speech-rl data tokenize MANIFEST... --tokenizer TOK.pt [--fit --codebook-size K]   TTS acoustic tokens
   speech-rl eval-tts TEXTS.jsonl TTS.ckpt --asr ASR.ckpt [--reference M.jsonl --mos --wav-dir DIR --save F
                                                           --seed S [S ...]]
@@ -28,6 +30,30 @@ from pathlib import Path
 USAGE = __doc__
 
 
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    """--format / --split / --field: how the command's data sets are read (default: found from the path)."""
+    p.add_argument("--format", choices=["auto", "jsonl", "hf", "kaldi", "lhotse"], default="auto",
+                   help="data set format: jsonl (speech-rl manifest), hf (datasets save_to_disk folder or parquet), "
+                   "kaldi (data directory), lhotse (cut set, or supervisions + recordings); auto: from the path")
+    p.add_argument("--split", help="the split of a Hugging Face DatasetDict folder")
+    p.add_argument("--field", action="append", default=[], metavar="KEY=NAME",
+                   help="read row key KEY (id, audio, text, duration, keywords, speaker) from the source's NAME "
+                   "(a column or JSON key; repeatable), e.g. --field text=sentence")
+
+
+def _source(path: str, a: argparse.Namespace):
+    """A data set argument as read_manifest takes it: the path, or {path, format, split, fields}."""
+    if a.format == "auto" and a.split is None and not a.field:
+        return path
+    fields = {}
+    for item in a.field:
+        key, sep, name = item.partition("=")
+        if not sep or not key or not name:
+            raise SystemExit(f"--field {item!r}: expected KEY=NAME, e.g. text=sentence")
+        fields[key] = name
+    return {"path": path, "format": a.format, "split": a.split, "fields": fields}
+
+
 def _train(argv: list[str]) -> int:
     import importlib.util
 
@@ -46,7 +72,7 @@ def _train(argv: list[str]) -> int:
 def _eval(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="speech-rl eval", description="WER / Sub / Ins / Del and keyword recall "
                                 "of a checkpoint's greedy transcripts (or of Whisper's) on a JSONL manifest.")
-    p.add_argument("manifest")
+    p.add_argument("manifest", help="JSONL manifest, Hugging Face dataset, Kaldi data directory or Lhotse manifest")
     p.add_argument("checkpoint", nargs="?", help="a speech-rl checkpoint (not with --system whisper)")
     p.add_argument("--system", choices=["checkpoint", "whisper"], default="checkpoint",
                    help="checkpoint: the audio LLM in CHECKPOINT (default); whisper: Whisper through "
@@ -67,8 +93,11 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("--decoder", choices=["llm", "ctc"], default="llm",
                    help="llm: greedy decoding by the audio LLM (default); ctc: greedy CTC of the encoder's "
                    "auxiliary head (supervised base checkpoints only), a fast second system for data select")
+    _add_source_options(p)
     a = p.parse_args(argv)
     from speech_rl.evaluate import format_table, save_metrics, score, write_hyps
+
+    source = _source(a.manifest, a)
 
     if (a.system == "whisper") == (a.checkpoint is not None):
         p.error("give a CHECKPOINT, or --system whisper without one")
@@ -77,9 +106,9 @@ def _eval(argv: list[str]) -> int:
     if a.system == "whisper":
         from speech_rl.judge import DEFAULT_MODEL, WhisperJudge
 
-        rows = WhisperJudge(a.whisper_model or DEFAULT_MODEL).transcribe_manifest(a.manifest, bad, progress=True)
+        rows = WhisperJudge(a.whisper_model or DEFAULT_MODEL).transcribe_manifest(source, bad, progress=True)
     else:
-        rows = _checkpoint_rows(a, bad)
+        rows = _checkpoint_rows(a, source, bad)
     normalizer = None
     if normalizer_name == "whisper":
         from speech_rl.judge import WhisperNormalizer
@@ -96,16 +125,16 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
-def _checkpoint_rows(a: argparse.Namespace, bad: str) -> list[dict]:
+def _checkpoint_rows(a: argparse.Namespace, source, bad: str) -> list[dict]:
     from speech_rl.evaluate import (ctc_transcribe_manifest, load_ctc_head, load_policy, read_checkpoint,
                                     transcribe_manifest)
 
     ckpt = read_checkpoint(a.checkpoint)
     policy = load_policy(a.checkpoint, ckpt)
     if a.decoder == "ctc":
-        return ctc_transcribe_manifest(policy, load_ctc_head(a.checkpoint, policy, ckpt), a.manifest,
+        return ctc_transcribe_manifest(policy, load_ctc_head(a.checkpoint, policy, ckpt), source,
                                        a.batch_size, bad)
-    return transcribe_manifest(policy, a.manifest, a.batch_size, a.max_new_tokens, on_bad_row=bad)
+    return transcribe_manifest(policy, source, a.batch_size, a.max_new_tokens, on_bad_row=bad)
 
 
 def _eval_tts(argv: list[str]) -> int:
@@ -205,6 +234,24 @@ def _data(argv: list[str]) -> int:
     sel.add_argument("--min-keywords", type=int, default=SelectionRules.min_keywords)
     sel.add_argument("--normalizer", choices=["plain", "whisper"], default="plain",
                      help="normalise hypotheses before the D1 comparison; whisper when one system is Whisper")
+    sel.add_argument("--audio-dir", help="where audio held inside a dataset (HF) is written as WAV for the "
+                     "subsets' JSONL (default: OUT/wav)")
+    _add_source_options(sel)
+    cv = sub.add_parser("convert", help="write speech-rl JSONL from a Hugging Face dataset, Kaldi data directory, "
+                        "Lhotse manifest (or JSONL with --field)")
+    cv.add_argument("source")
+    cv.add_argument("out", help="OUT.jsonl")
+    cv.add_argument("--audio-dir", help="where audio held inside a dataset is written as WAV (default: OUT's "
+                    "folder / <OUT stem>_wav); file audio is referenced where it is, spans by offset / duration")
+    cv.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) bad rows instead of stopping")
+    _add_source_options(cv)
+    ex = sub.add_parser("export", help="write a Kaldi data directory and / or a Lhotse cut set from a data set "
+                        "(e.g. a selected RL subset) for Kaldi / icefall / k2 recipes")
+    ex.add_argument("source")
+    ex.add_argument("--kaldi", help="output Kaldi data directory")
+    ex.add_argument("--lhotse", help="output Lhotse cut set (*.jsonl.gz)")
+    ex.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) bad rows instead of stopping")
+    _add_source_options(ex)
     tk = sub.add_parser("tokenize", help="acoustic tokens for TTS: fit a k-means speech tokenizer (or load one) "
                         "and write <manifest>.tokens.jsonl beside each manifest")
     tk.add_argument("manifests", nargs="+")
@@ -217,6 +264,8 @@ def _data(argv: list[str]) -> int:
     a = p.parse_args(argv)
     if a.cmd == "select":
         return _select(a)
+    if a.cmd in ("convert", "export"):
+        return _data_convert(a) if a.cmd == "convert" else _data_export(a)
     if a.cmd == "tokenize":
         return _tokenize(a)
     from speech_rl.data.synth import synth_corpus
@@ -261,13 +310,13 @@ def _tokenize(a) -> int:
 
 
 def _select(a) -> int:
-    from speech_rl.data.manifest import read_manifest, write_manifest
-    from speech_rl.data.select import SelectionRules, parse_sizes, read_hypotheses, select_subsets, utterance_row
+    from speech_rl.data.manifest import read_manifest, utterance_row, write_manifest
+    from speech_rl.data.select import SelectionRules, parse_sizes, read_hypotheses, select_subsets
 
     sizes = parse_sizes(a.sizes)
     pool = []
     for m in a.pool:
-        pool += read_manifest(m, on_bad_row="skip", check_audio="header")[0]
+        pool += read_manifest(_source(m, a), on_bad_row="skip", check_audio="header")[0]
     systems = [read_hypotheses(h) for h in a.hyps]
     rules = SelectionRules(a.disagree_wer, a.loop_repeats, a.long_seconds, a.min_keywords)
     normalizer = None
@@ -279,7 +328,7 @@ def _select(a) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, utts in subsets.items():
-        write_manifest(out / f"{name}.jsonl", [utterance_row(u) for u in utts])
+        write_manifest(out / f"{name}.jsonl", [utterance_row(u, a.audio_dir or out / "wav") for u in utts])
     (out / "selection.json").write_text(json.dumps(report, indent=2) + "\n")
     r = report["rules"]
     print(f"pool: {report['pool']} utterances, {report['systems']} ASR systems, seed {report['seed']}")
@@ -290,6 +339,36 @@ def _select(a) -> int:
         print(f"| {name} | {why[name]} | {report['qualified'][name]} | {report['asked'][name]} | "
               f"{report['selected'][name]} |")
     print(f"written to {out}/")
+    return 0
+
+
+def _data_convert(a) -> int:
+    from speech_rl.data.manifest import read_manifest, utterance_row, write_manifest
+
+    out = Path(a.out)
+    if out.suffix != ".jsonl":
+        raise SystemExit(f"data convert: OUT {out} must be a .jsonl file")
+    utts, bad = read_manifest(_source(a.source, a), on_bad_row="skip" if a.skip_bad_rows else "error",
+                              check_audio="header")
+    audio_dir = Path(a.audio_dir) if a.audio_dir else out.parent / f"{out.stem}_wav"
+    write_manifest(out, [utterance_row(u, audio_dir) for u in utts])
+    hours = sum(u.duration for u in utts) / 3600
+    print(f"{out}: {len(utts)} utterances, {hours:.2f} h" + (f"; {len(bad)} bad row(s) skipped" if bad.rows else ""))
+    return 0
+
+
+def _data_export(a) -> int:
+    from speech_rl.data.formats import export_kaldi, export_lhotse
+    from speech_rl.data.manifest import read_manifest
+
+    if not (a.kaldi or a.lhotse):
+        raise SystemExit("data export: give --kaldi DIR and / or --lhotse CUTS.jsonl.gz")
+    utts, bad = read_manifest(_source(a.source, a), on_bad_row="skip" if a.skip_bad_rows else "error",
+                              check_audio="header")
+    if a.kaldi:
+        print(f"Kaldi data directory: {export_kaldi(utts, a.kaldi)} ({len(utts)} utterances)")
+    if a.lhotse:
+        print(f"Lhotse cut set: {export_lhotse(utts, a.lhotse)} ({len(utts)} cuts)")
     return 0
 
 
