@@ -128,10 +128,12 @@ class AudioLLM(nn.Module):
 
 
 def build_audio_llm(tokenizer: Any, encoder: Any, llm: dict, projector: dict | None = None,
-                    init_from: str | None = None) -> AudioLLM:
+                    init_from: str | None = None, lora: Mapping | None = None) -> AudioLLM:
     """Build from config: ``tokenizer`` / ``encoder`` are Hydra ``_target_`` dicts (or
     objects), ``llm`` the kwargs of ``build_causal_lm``, ``projector`` of ``Projector``.
-    ``init_from`` loads AudioLLM weights from a speech-rl checkpoint or a state-dict file."""
+    ``init_from`` loads AudioLLM weights from a speech-rl checkpoint or a state-dict file.
+    ``lora`` (``{r, alpha, dropout, target_modules}``; ``r: 0`` is off) then puts LoRA
+    adapters on the LM (``speech_rl.models.lora``): its base weights freeze."""
     tok = instantiate(tokenizer) if isinstance(tokenizer, dict) or hasattr(tokenizer, "_target_") else tokenizer
     enc = instantiate(encoder) if isinstance(encoder, dict) or hasattr(encoder, "_target_") else encoder
     lm = build_causal_lm(vocab_size=tok.vocab_size, **dict(llm))
@@ -141,6 +143,10 @@ def build_audio_llm(tokenizer: Any, encoder: Any, llm: dict, projector: dict | N
         parts = {"tokenizer": tokenizer, "encoder": encoder, "llm": llm, "projector": projector}
         config = parts if all(isinstance(v, Mapping) or v is None for v in parts.values()) else None
         load_audio_llm_weights(model, init_from, config)
+    if lora and int(lora.get("r") or 0) > 0:
+        from speech_rl.models.lora import apply_lora
+
+        model.llm = apply_lora(model.llm, **dict(lora))
     return model
 
 
@@ -169,9 +175,16 @@ def load_policy(checkpoint: str | Path, ckpt: dict | None = None) -> AudioLLM:
     hp = ckpt.get("hyper_parameters", {})
     if "model" not in hp:
         raise ValueError(f"checkpoint {checkpoint} has no speech-rl model hyper-parameters (hyper_parameters.model)")
-    model_cfg = dict(hp["model"], init_from=None)
-    policy = build_audio_llm(**model_cfg)
     from speech_rl.checkpoint import load_module_state
+    from speech_rl.models.lora import fill_frozen, frozen_base_names
 
+    base_dropped = bool((ckpt.get("speech_rl") or {}).get("lora_base_dropped"))
+    init_from = hp["model"].get("init_from") if base_dropped else None
+    if base_dropped and not (init_from is None or Path(init_from).is_file()):
+        raise FileNotFoundError(f"checkpoint {checkpoint} holds LoRA adapters without their base, which came from "
+                                f"model.init_from {init_from}: that file does not exist")
+    policy = build_audio_llm(**dict(hp["model"], init_from=init_from))
+    if base_dropped:
+        fill_frozen(ckpt["state_dict"], policy, frozen_base_names(policy, policy.llm), prefix="policy.")
     load_module_state(policy, ckpt, checkpoint, "policy", "model")
     return policy.eval()

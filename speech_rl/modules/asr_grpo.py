@@ -23,6 +23,7 @@ from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams
 from speech_rl.metrics import PerSetErrorRates, TextNormalizer, val_set_names, word_errors
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
+from speech_rl.models.lora import is_lora
 from speech_rl.modules.rl_base import RLModule, skip_on_reward_timeout, decoder_layers, finite_mean, rollout_sampling_params
 
 LOSSES = ("grpo", "mwer")
@@ -67,6 +68,9 @@ class ASRGRPOModule(RLModule):
         return self.policy.llm
 
     def fsdp_units(self) -> list[nn.Module]:
+        if is_lora(self.policy.llm):
+            raise ValueError("model.lora under FSDP2 is not supported yet: train LoRA under DDP or one device, "
+                             "or set model.lora.r=0 for FSDP2")
         return [*decoder_layers(self.policy.llm), self.policy, *decoder_layers(self.reference.llm), self.reference]
 
     def fsdp_replicated(self) -> list[nn.Module]:

@@ -19,6 +19,8 @@ from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams, build_engine
 from speech_rl.config_files import require_keys
 from speech_rl.engines.base import GuardedEngine, full_named_parameters
+from speech_rl.models.lora import (AdaptersOff, base_is_rebuilt, fill_frozen, frozen_base_names, is_lora, merged_copy,
+                                   merged_named_parameters)
 from speech_rl.modules.optim import RL_KEYS, adamw_warmup_cosine, require_optim_keys
 
 log = logging.getLogger(__name__)
@@ -69,14 +71,19 @@ class RLModule(L.LightningModule):
 
     # ---- construction ------------------------------------------------------------------
     def _init_reference(self, trainable: nn.Module) -> nn.Module:
+        """The frozen reference of ``trainable``: a copy, or for an LM with LoRA adapters the
+        same LM with its adapters disabled (``AdaptersOff``: no second copy in memory)."""
+        if is_lora(trainable):
+            return AdaptersOff(trainable)
         ref = copy.deepcopy(trainable)
         ref.requires_grad_(False).eval()
         return ref
 
     def _build_engine(self, lm: nn.Module, eos_id: int, pad_id: int) -> None:
+        """The rollout engine over ``lm`` (a plain copy with the adapters merged for LoRA)."""
         cfg = self.hparams.rollout
         seed = int(self.hparams.get("seed", 0)) + 1000 * self.global_rank
-        engine = build_engine(cfg.get("engine", "torch"), lm=lm, eos_id=eos_id, pad_id=pad_id, seed=seed,
+        engine = build_engine(cfg.get("engine", "torch"), lm=merged_copy(lm), eos_id=eos_id, pad_id=pad_id, seed=seed,
                               **dict(cfg.get("engine_kwargs") or {}))
         self.engine = GuardedEngine(engine, lambda: f"step {self.global_step}")
 
@@ -238,9 +245,11 @@ class RLModule(L.LightningModule):
 
     # ---- engine sync -----------------------------------------------------------------
     def sync_engine(self) -> None:
-        """Push the policy LM's full weights to the rollout engine (on-policy)."""
+        """Push the policy LM's full weights to the rollout engine (on-policy); with LoRA the
+        merged ``W + (alpha / r) B A``."""
         with run_phase(self, "sync"):
-            self.engine.update_weights(full_named_parameters(self.engine_source()))
+            src = self.engine_source()
+            self.engine.update_weights(merged_named_parameters(src) if is_lora(src) else full_named_parameters(src))
 
     def engine_source(self) -> nn.Module:
         """The module whose parameters the engine mirrors."""
@@ -266,9 +275,22 @@ class RLModule(L.LightningModule):
             torch.distributed.all_gather_object(ranks, local)
         checkpoint["speech_rl"] = {"skipped_steps": self.skipped_steps, "reward_timeouts": self.reward_timeouts,
                                    "ranks": ranks}
+        dropped = self._rebuilt_base_names()
+        if dropped:               # LoRA: the frozen base is rebuilt from model.init_from / pretrained_path
+            for k in dropped:
+                checkpoint["state_dict"].pop(k, None)
+            checkpoint["speech_rl"]["lora_base_dropped"] = len(dropped)
+
+    def _rebuilt_base_names(self) -> set[str]:
+        """State-dict names of the LoRA LM's frozen base when the model config rebuilds it."""
+        if not base_is_rebuilt(self.hparams.get("model")):
+            return set()
+        return frozen_base_names(self, self.engine_source())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("speech_rl", {})
+        if state.get("lora_base_dropped"):
+            fill_frozen(checkpoint["state_dict"], self, frozen_base_names(self, self.engine_source()))
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.reward_timeouts = int(state.get("reward_timeouts", 0))     # absent in checkpoints before it existed
         ranks = state.get("ranks") or [{"engine": state.get("engine"), "rng": state.get("rng")}]

