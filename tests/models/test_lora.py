@@ -156,3 +156,24 @@ def test_lora_checkpoint_holds_adapters_only_resumes_exactly_and_evaluates(corpu
     gone = run_cli("eval", str(corpus / "embedded" / "val.jsonl"), str(ref / "checkpoints" / "last.ckpt"),
                    cwd=tmp_path, data_dir=corpus, check=False)
     assert gone.returncode != 0 and "LoRA adapters without their base" in gone.stderr
+
+
+def test_gpt2_conv1d_layers_merge_like_the_adapted_model():
+    """GPT-2 (the Whisper-decoder LM) keeps its weights transposed in Conv1D layers."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from speech_rl.models.lora import apply_lora, merged_copy, merged_named_parameters
+
+    torch.manual_seed(0)
+    lm = apply_lora(GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=50, n_positions=64,
+                                               bos_token_id=0, eos_token_id=1)), r=4).eval()
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+        x = torch.randint(0, 50, (2, 10))
+        plain = merged_copy(lm).eval()
+        torch.testing.assert_close(plain(x).logits, lm(x).logits, rtol=1e-4, atol=1e-5)
+        ref = dict(plain.named_parameters())
+        for k, v in merged_named_parameters(lm):
+            torch.testing.assert_close(v, ref[k], rtol=0, atol=1e-6)
