@@ -10,8 +10,8 @@
   speech-rl data convert SOURCE OUT.jsonl [--format hf|kaldi|lhotse --split S --field text=COL]   to JSONL
   speech-rl data export SOURCE [--kaldi DIR] [--lhotse CUTS.jsonl.gz]   to Kaldi / Lhotse (e.g. an RL subset)
   speech-rl data tokenize MANIFEST... --tokenizer TOK.pt [--fit --codebook-size K]   TTS acoustic tokens
-  speech-rl eval-tts TEXTS.jsonl TTS.ckpt --asr ASR.ckpt [--reference M.jsonl --mos --wav-dir DIR --save F
-                                                          --seed S [S ...]]
+  speech-rl eval-tts TEXTS.jsonl TTS.ckpt [--judge whisper] [--asr ASR.ckpt] [--reference M.jsonl --mos
+                                                          --wav-dir DIR --save F --seed S [S ...]]
   speech-rl plot RUN... [--tags a,b --smooth 0.6 --out stability.png]   stability curves (Figure 3)
   speech-rl export CKPT OUT [--dtype float16]  small shippable copy (hyper-parameters + model weights)
 
@@ -139,11 +139,15 @@ def _checkpoint_rows(a: argparse.Namespace, source, bad: str) -> list[dict]:
 
 def _eval_tts(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="speech-rl eval-tts", description="synthesise a text list with a TTS "
-                                "checkpoint; WER by a speech-rl ASR checkpoint (not the reward model), speaker "
-                                "similarity, DNSMOS, duration")
+                                "checkpoint; WER by the independent judge (Whisper) and / or a speech-rl ASR "
+                                "checkpoint (not the reward model), speaker similarity, DNSMOS, duration")
     p.add_argument("texts", help="JSONL rows {id, text, speaker} (a manifest works)")
     p.add_argument("checkpoint", help="TTS checkpoint (tts_sft or tts_rl run)")
-    p.add_argument("--asr", required=True, help="speech-rl ASR checkpoint that transcribes the synthesised audio")
+    p.add_argument("--judge", default="auto", help="the independent judge: whisper (Whisper tiny.en through "
+                   "faster-whisper, the headline WER), a CTranslate2 Whisper folder, none; auto: whisper when "
+                   "faster-whisper is installed")
+    p.add_argument("--asr", help="a speech-rl ASR checkpoint as a second reader (the project's own recogniser, "
+                   "not the reward model)")
     p.add_argument("--speaker", help="speaker for rows without one")
     p.add_argument("--reference", help="manifest with reference audio per speaker (speaker similarity)")
     p.add_argument("--mos", action="store_true", help="DNSMOS overall (slow on CPU: ~1 s per clip)")
@@ -160,8 +164,17 @@ def _eval_tts(argv: list[str]) -> int:
     from speech_rl.evaluate import save_metrics
     from speech_rl.tts.evaluate import evaluate_tts
 
+    judge = a.judge
+    if judge == "auto":
+        import importlib.util
+
+        judge = "whisper" if importlib.util.find_spec("faster_whisper") else "none"
+    if judge == "whisper":
+        from speech_rl.judge import DEFAULT_MODEL
+
+        judge = DEFAULT_MODEL
     res = evaluate_tts(a.checkpoint, a.texts, a.asr, a.speaker, a.reference, a.mos, a.base_seconds, a.wav_dir,
-                       a.max_new_tokens, a.temperature, a.top_k, a.seed)
+                       a.max_new_tokens, a.temperature, a.top_k, a.seed, judge=None if judge == "none" else judge)
     if a.save:
         save_metrics(a.save, dict(res, texts=str(a.texts), checkpoint=str(a.checkpoint)))
     print(json.dumps(res, indent=2))

@@ -81,7 +81,8 @@ def tts_run_label(run: Path) -> tuple[str, str]:
 def make_tts_table(runs: list[Path], base: Path | None = None, test_set: str = "tts_test",
                    base_set: str | None = None) -> str:
     """Markdown table in Table 2's shape: method | reward | runs | WER | Sub | Ins | Del |
-    SS | MOS | seconds | duration ratio, from ``eval/<test_set>.json`` files written by
+    SS | MOS | seconds | duration ratio (when the files hold the judge's figures: WER (judge)
+    | Sub | Ins | Del by the judge | WER (own ASR) | ...), from ``eval/<test_set>.json`` files written by
     ``speech-rl eval-tts --save``; base first; ``runs`` counts the files averaged (and the
     sampling draws each pools, ``3 x 6 draws``, when they were written with several
     ``--seed``s; ± is then the std of the runs' pooled means); WER and SS in %, as the paper; the
@@ -104,11 +105,14 @@ def make_tts_table(runs: list[Path], base: Path | None = None, test_set: str = "
         rows[label].append(evs[name])
     base_runs = rows[("-", "-")] if base is not None else []
     base_seconds = sum(e["seconds"] for e in base_runs) / len(base_runs) if base_runs else None
-    lines = ["| method | reward | runs | WER | Sub | Ins | Del | SS | MOS | seconds | duration ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    judged = any("judge_wer" in e for evs in rows.values() for e in evs)
+    heads = ["WER (judge)", "Sub", "Ins", "Del", "WER (own ASR)"] if judged else ["WER", "Sub", "Ins", "Del"]
+    keys = ["judge_wer", "judge_sub", "judge_ins", "judge_del", "wer"] if judged else ["wer", "sub", "ins", "del"]
+    lines = ["| method | reward | runs | " + " | ".join(heads) + " | SS | MOS | seconds | duration ratio |",
+             "|" + "---|" * (len(heads) + 7)]
     for label in order:
         evs = rows[label]
-        cells = [_cell([e.get(k) for e in evs]) for k in ("wer", "sub", "ins", "del", "speaker_sim")]
+        cells = [_cell([e.get(k) for e in evs]) for k in (*keys, "speaker_sim")]
         cells.append(_cell([e.get("mos") for e in evs], scale=1.0))
         cells.append(_cell([e.get("seconds") for e in evs], scale=1.0))
         cells.append(_cell([e["seconds"] / base_seconds if base_seconds else None for e in evs], scale=1.0, digits=3))

@@ -88,6 +88,15 @@ def test_tts_table_has_table2_rows_and_duration_ratio_to_the_base(tmp_path):
     lines = make_tts_table([cf], base=base, test_set="tts_test_step600", base_set="tts_test").splitlines()
     assert lines[2].startswith("| - | - | 1 x 10 draws | 40.00 |")
     assert lines[3].startswith("| Combined + filter | R1,R2,R3 | 1 x 6 draws | 28.00 |")
+    # files with the judge's figures (eval-tts --judge): its WER is the headline, the own ASR's beside it
+    for run, judge_wer in ((base, 0.50), (cf, 0.45)):
+        f = next((run / "eval").glob("*.json"))
+        ev = json.loads(f.read_text())
+        f.write_text(json.dumps(dict(ev, judge_wer=judge_wer, judge_sub=0.3, judge_ins=0.1, judge_del=0.1)))
+    lines = make_tts_table([cf], base=base, test_set="tts_test_step600", base_set="tts_test").splitlines()
+    assert lines[0].startswith("| method | reward | runs | WER (judge) | Sub | Ins | Del | WER (own ASR) | SS |")
+    assert lines[2].startswith("| - | - | 1 x 10 draws | 50.00 | 30.00 | 10.00 | 10.00 | 40.00 |")
+    assert lines[3].startswith("| Combined + filter | R1,R2,R3 | 1 x 6 draws | 45.00 |")
 
 
 def test_tts_report_cli_names_a_run_without_the_tts_eval(tmp_path, corpus):

@@ -73,11 +73,17 @@ def synthesise_texts(system, rows: list[dict], params: SamplingParams, batch_siz
     return out
 
 
-def evaluate_tts(checkpoint: str, texts: str, asr: str, speaker: str | None = None, reference: str | None = None,
-                 mos: bool = False, base_seconds: float | None = None, wav_dir: str | None = None,
-                 max_new_tokens: int = 500, temperature: float = 1.0, top_k: int = 0,
-                 seed: int | Sequence[int] = 0) -> dict:
+def evaluate_tts(checkpoint: str, texts: str, asr: str | None, speaker: str | None = None,
+                 reference: str | None = None, mos: bool = False, base_seconds: float | None = None,
+                 wav_dir: str | None = None, max_new_tokens: int = 500, temperature: float = 1.0, top_k: int = 0,
+                 seed: int | Sequence[int] = 0, judge: str | None = None) -> dict:
     """Synthesise every text once per sampling seed and score all samples together.
+
+    Two recognisers can read the samples: ``judge`` (a Whisper model for
+    ``speech_rl.judge.WhisperJudge``, an ASR nobody here trained; scored through Whisper's
+    English normaliser) gives ``judge_wer`` / ``judge_sub`` / ``judge_ins`` / ``judge_del``,
+    the headline of ``speech-rl report --tts``; ``asr`` (a speech-rl ASR checkpoint, the
+    project's own recogniser) gives ``wer`` / ``sub`` / ``ins`` / ``del``. At least one.
 
     TTS decoding samples, so one seed's WER moves by a point or two on a hundred texts
     (README, TTS); several seeds measure the checkpoint instead of one draw. With seeds
@@ -86,33 +92,41 @@ def evaluate_tts(checkpoint: str, texts: str, asr: str, speaker: str | None = No
     wer / sub / ins / del / seconds (/ speaker_sim / mos), and ``wer_seed_std`` their
     spread. A seed's samples do not depend on the other seeds given: ``--seed 1`` alone
     gives the same numbers as the seed-1 entry of ``--seed 0 1 2``."""
-    from speech_rl.evaluate import load_policy, score
+    from speech_rl.evaluate import score
     from speech_rl.tts.system import load_tts_system
 
     seeds = [seed] if isinstance(seed, int) else [int(s) for s in seed]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    if asr is None and judge is None:
+        raise ValueError("eval-tts needs a recogniser: --judge whisper and / or --asr CHECKPOINT")
     system = load_tts_system(checkpoint)
     rows = read_texts(texts, speaker)
     unknown = sorted({r["speaker"] for r in rows} - set(system.speakers))
     if unknown:
         raise ValueError(f"speakers {unknown} are not in the TTS model's table {system.speakers}")
     sr = system.vocoder.sample_rate
-    recogniser = load_policy(asr)
-    eng = TorchEngine(recogniser.llm, recogniser.tokenizer.eos_id, recogniser.tokenizer.pad_id)
+    readers = _recognisers(asr, judge, sr)
     samples, per_seed = [], []
     for s in seeds:
         batch = synthesise_texts(system, rows, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
                                                               top_k=top_k), seed=s)
-        hyps = recogniser.transcribe_waveforms([torch.from_numpy(x["audio"]) for x in batch], eng, sample_rate=sr)
-        for x, h in zip(batch, hyps):
-            x["hyp"], x["seed"] = h, s
-        r = score([{"ref": x["text"], "hyp": x["hyp"], "keywords": None} for x in batch])
-        per_seed.append({"seed": s, **{k: r[k] for k in ("wer", "sub", "ins", "del")},
-                         "seconds": float(np.mean([len(x["audio"]) / sr for x in batch]))})
+        entry = {"seed": s}
+        for prefix, (read, normalizer) in readers.items():
+            for x, h in zip(batch, read([x["audio"] for x in batch])):
+                x[prefix + "hyp"] = h
+            r = score([{"ref": x["text"], "hyp": x[prefix + "hyp"], "keywords": None} for x in batch], normalizer)
+            entry.update({prefix + k: r[k] for k in ("wer", "sub", "ins", "del")})
+        for x in batch:
+            x["seed"] = s
+        per_seed.append({**entry, "seconds": float(np.mean([len(x["audio"]) / sr for x in batch]))})
         samples += batch
-    res = score([{"ref": x["text"], "hyp": x["hyp"], "keywords": None} for x in samples])
-    res.pop("keyword_recall", None)
+    res = {}
+    for prefix, (_, normalizer) in readers.items():
+        r = score([{"ref": x["text"], "hyp": x[prefix + "hyp"], "keywords": None} for x in samples], normalizer)
+        res.update({prefix + k: r[k] for k in ("wer", "sub", "ins", "del")})
+    if judge is not None:
+        res.update(judge=judge, judge_normalizer="whisper")
     res["seconds"] = float(np.mean([len(x["audio"]) / sr for x in samples]))
     res["finished"] = float(np.mean([x["finished"] for x in samples]))
     if base_seconds:
@@ -133,8 +147,39 @@ def evaluate_tts(checkpoint: str, texts: str, asr: str, speaker: str | None = No
     res["seeds"] = seeds
     if len(seeds) > 1:
         res["per_seed"] = per_seed
-        res["wer_seed_std"] = float(np.std([p["wer"] for p in per_seed], ddof=1))
+        for prefix in readers:
+            res[prefix + "wer_seed_std"] = float(np.std([p[prefix + "wer"] for p in per_seed], ddof=1))
     return res
+
+
+def _recognisers(asr: str | None, judge: str | None, sr: int) -> dict:
+    """{key prefix: (audio list -> hypotheses, text normaliser)}: "" for the speech-rl ASR
+    checkpoint ``asr``, "judge_" for the Whisper ``judge`` (16 kHz; clips shorter than 25 ms
+    read as empty)."""
+    from speech_rl.evaluate import load_policy
+
+    out = {}
+    if judge is not None:
+        import soxr
+
+        from speech_rl.judge import WhisperJudge, WhisperNormalizer
+
+        whisper = WhisperJudge(judge)
+
+        def read_judge(audio: list[np.ndarray]) -> list[str]:
+            wavs = [a if sr == 16000 else soxr.resample(a, sr, 16000) for a in audio]
+            return [whisper.transcribe(np.clip(w, -1, 1)) if len(w) >= 400 else "" for w in wavs]
+
+        out["judge_"] = (read_judge, WhisperNormalizer())
+    if asr is not None:
+        recogniser = load_policy(asr)
+        eng = TorchEngine(recogniser.llm, recogniser.tokenizer.eos_id, recogniser.tokenizer.pad_id)
+
+        def read_asr(audio: list[np.ndarray]) -> list[str]:
+            return recogniser.transcribe_waveforms([torch.from_numpy(a) for a in audio], eng, sample_rate=sr)
+
+        out[""] = (read_asr, None)
+    return out
 
 
 def _pooled(values: list[float], per_seed: list[dict], key: str) -> float:
@@ -157,5 +202,6 @@ def _write_wavs(samples: list[dict], sr: int, root: Path, by_seed: bool) -> None
         d.mkdir(parents=True, exist_ok=True)
         for x in xs:
             sf.write(d / f"{x['id']}.wav", np.clip(x["audio"], -1, 1), sr, subtype="PCM_16")
-        (d / "hyps.jsonl").write_text("".join(json.dumps({"id": x["id"], "text": x["text"], "hyp": x["hyp"]}) + "\n"
+        (d / "hyps.jsonl").write_text("".join(json.dumps({"id": x["id"], "text": x["text"],
+                                                          **{k: x[k] for k in ("hyp", "judge_hyp") if k in x}}) + "\n"
                                               for x in xs))

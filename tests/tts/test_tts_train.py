@@ -1,6 +1,7 @@
 """`speech-rl train experiment=tts_sft_base` end to end on a tiny corpus: synth ->
 tokenizer fit -> tokens -> LM + flow + token ASR training -> a checkpoint the TTS system
 loads and synthesises from."""
+import importlib.util
 import math
 import statistics
 
@@ -70,6 +71,13 @@ def test_eval_tts_scores_a_text_list_written_elsewhere(tmp_path, capsys):
         assert k in res and math.isfinite(res[k]), k
     assert res["utterances"] == 2 and res["duration_ratio"] == res["seconds"] / 0.5
     assert sorted(p.name for p in (tmp_path / "wav").iterdir()) == ["a.wav", "b.wav", "hyps.jsonl"]
+    if importlib.util.find_spec("faster_whisper"):        # --judge auto: Whisper reads the same wavs, headline
+        from speech_rl.judge import DEFAULT_MODEL
+
+        assert res["judge"] == DEFAULT_MODEL and res["judge_normalizer"] == "whisper"
+        for k in ("judge_wer", "judge_sub", "judge_ins", "judge_del"):
+            assert math.isfinite(res[k]), k
+        assert all("judge_hyp" in json.loads(x) for x in (tmp_path / "wav" / "hyps.jsonl").read_text().splitlines())
     # several sampling seeds: the pooled WER is the mean of the seeds' (same references), and a
     # seed's figures do not depend on the other seeds given (seed 0 alone == the run above)
     multi = tmp_path / "eval" / "tts_3seeds.json"
@@ -90,6 +98,8 @@ def test_eval_tts_scores_a_text_list_written_elsewhere(tmp_path, capsys):
     assert "seeds must be distinct" in capsys.readouterr().err
     assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt")]) == 2
     assert "elsewhere.jsonl:1: no 'speaker'" in capsys.readouterr().err
+    assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--judge", "none", "--speaker", "en-us"]) == 2
+    assert "needs a recogniser" in capsys.readouterr().err
     texts.write_text('{"text": "hi", "speaker": "fr"}\n')
     assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt")]) == 2
     assert "speakers ['fr'] are not in the TTS model's table" in capsys.readouterr().err
