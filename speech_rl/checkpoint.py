@@ -95,13 +95,18 @@ def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
     return None
 
 
+NOT_WEIGHT_SETTINGS = frozenset({"init_from", "lora", "gradient_checkpointing"})
+
+
 def config_differences(saved: Any, current: Any, prefix: str = "model") -> list[str]:
     """Dotted keys whose values differ between two nested config dicts, as
-    ``"key: saved -> current"`` (keys absent on one side count; ``init_from`` is ignored)."""
+    ``"key: saved -> current"`` (keys absent on one side count). Settings that do not shape
+    the weights loaded are ignored: ``init_from``, ``lora`` (adapters go on after the base
+    loads) and ``gradient_checkpointing``."""
     if isinstance(saved, Mapping) and isinstance(current, Mapping):
         out = []
         for k in sorted(set(saved) | set(current), key=str):
-            if k == "init_from":
+            if k in NOT_WEIGHT_SETTINGS:
                 continue
             out += config_differences(saved.get(k), current.get(k), f"{prefix}.{k}")
         return out

@@ -11,7 +11,7 @@ def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_
                     num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
                     intermediate_size: int | None = None, max_positions: int = 1024,
                     tie_word_embeddings: bool = True, attn_implementation: str = "sdpa",
-                    whisper_decoder: str | None = None) -> nn.Module:
+                    whisper_decoder: str | None = None, gradient_checkpointing: bool = False) -> nn.Module:
     """A Hugging Face causal LM that accepts ``inputs_embeds``.
 
     With ``pretrained_path``, ``AutoModelForCausalLM.from_pretrained(path, local_files_only=True)``
@@ -19,8 +19,21 @@ def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_
     CTranslate2 or HF Whisper folder, or ``pkg:PACKAGE/dir``), Whisper's pretrained text
     decoder as a GPT-2 without cross-attention (``whisper_ct2.whisper_decoder_lm``, positions
     up to ``max_positions``); otherwise a randomly initialised ``Qwen2ForCausalLM`` of the
-    given size.
+    given size. ``gradient_checkpointing`` recomputes each decoder layer's activations in
+    the backward pass (HF's ``gradient_checkpointing_enable``, non-reentrant): less memory
+    for the policy update, more compute; ``response_logprobs`` then runs each prompt once
+    per response, since HF turns the KV cache off under checkpointing.
     """
+    lm = _build_causal_lm(vocab_size, pretrained_path, hidden_size, num_layers, num_heads, num_kv_heads,
+                          intermediate_size, max_positions, tie_word_embeddings, attn_implementation, whisper_decoder)
+    if gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return lm
+
+
+def _build_causal_lm(vocab_size, pretrained_path, hidden_size, num_layers, num_heads, num_kv_heads,
+                     intermediate_size, max_positions, tie_word_embeddings, attn_implementation,
+                     whisper_decoder) -> nn.Module:
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     if pretrained_path and whisper_decoder:
@@ -64,6 +77,8 @@ def response_logprobs(llm: nn.Module, prompt: torch.Tensor, prompt_mask: torch.T
     if n % b:
         raise ValueError(f"{n} responses do not split into groups over {b} prompts")
     g = n // b
+    if g > 1 and torch.is_grad_enabled() and checkpointing(llm):      # no KV cache under checkpointing
+        prompt, prompt_mask, g = prompt.repeat_interleave(g, 0), prompt_mask.repeat_interleave(g, 0), 1
     if g == 1:
         emb = llm.get_input_embeddings()(resp_ids)
         inputs = torch.cat([prompt, emb.to(prompt.dtype)], dim=1)
@@ -91,3 +106,9 @@ def response_logprobs(llm: nn.Module, prompt: torch.Tensor, prompt_mask: torch.T
     if with_entropy:
         ent = -(logsm.exp() * logsm).sum(-1) * resp_mask
     return logp, ent
+
+
+def checkpointing(llm: nn.Module) -> bool:
+    """True when HF gradient checkpointing is on in ``llm`` (it sets ``gradient_checkpointing``
+    on the modules it wraps) and the model is training."""
+    return llm.training and any(getattr(m, "gradient_checkpointing", False) is True for m in llm.modules())

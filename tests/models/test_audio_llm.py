@@ -179,3 +179,31 @@ def test_whisper_decoder_lm_scores_and_generates_like_the_qwen_path(tmp_path):
     fmask = torch.cat([pmask, torch.ones_like(out.tokens)], 1)
     logits = m.llm(inputs_embeds=full, attention_mask=fmask, position_ids=(fmask.cumsum(1) - 1).clamp(min=0)).logits
     assert torch.equal(logits[:, prompt.shape[1] - 1:-1].argmax(-1), out.tokens)
+
+
+def test_gradient_checkpointing_gives_the_same_logprobs_and_gradients():
+    """model.llm.gradient_checkpointing: the G > 1 scoring falls back to one prompt per
+    response (HF turns the KV cache off under checkpointing); same values at fp32 tolerance."""
+    from speech_rl.models.llm import build_causal_lm, checkpointing, response_logprobs
+
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        lm = build_causal_lm(vocab_size=40, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                             gradient_checkpointing=ckpt).train()
+        assert checkpointing(lm) == ckpt
+        g = torch.Generator().manual_seed(1)
+        prompt = torch.randn(2, 6, 64, generator=g, requires_grad=True)
+        mask = torch.tensor([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+        ids = torch.randint(3, 40, (6, 5), generator=g)
+        rmask = torch.ones(6, 5)
+        logp, ent = response_logprobs(lm, prompt, mask, ids, rmask, with_entropy=True)
+        (logp.sum() + ent.sum()).backward()
+        grads.append((logp.detach(), ent.detach(), prompt.grad.clone(),
+                      {n: p.grad.clone() for n, p in lm.named_parameters()}))
+    (a, ea, pa, ga), (b, eb, pb, gb) = grads
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ea, eb, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], rtol=1e-4, atol=1e-5, msg=n)

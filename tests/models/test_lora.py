@@ -177,3 +177,4 @@ def test_gpt2_conv1d_layers_merge_like_the_adapted_model():
         ref = dict(plain.named_parameters())
         for k, v in merged_named_parameters(lm):
             torch.testing.assert_close(v, ref[k], rtol=0, atol=1e-6)
+
