@@ -141,7 +141,7 @@ def source_rows(spec: SourceSpec) -> tuple[Path, Iterator[Row]]:
 
 
 # ----------------------------------------------------------------------------- Kaldi
-def _kaldi_table(path: Path, *, required: bool, min_fields: int = 2) -> dict[str, str]:
+def _kaldi_table(path: Path, *, required: bool) -> dict[str, str]:
     """A Kaldi ``key value...`` table (``wav.scp``, ``text``, ``utt2spk``, ...) as key -> rest."""
     if not path.is_file():
         if required:
