@@ -186,7 +186,10 @@ def export_weights(src: str | Path, dst: str | Path, dtype: str = "float16",
           if k.startswith(prefixes)}
     if not sd:
         raise ValueError(f"{src} has no weights under {prefixes}")
-    atomic_torch_save({"hyper_parameters": ck["hyper_parameters"], "state_dict": sd,
-                       "speech_rl_export": {"source": str(src), "global_step": ck.get("global_step"),
-                                            "dtype": dtype}}, dst)
+    out = {"hyper_parameters": ck["hyper_parameters"], "state_dict": sd,
+           "speech_rl_export": {"source": str(src), "global_step": ck.get("global_step"), "dtype": dtype}}
+    dropped = (ck.get("speech_rl") or {}).get("lora_base_dropped")
+    if dropped:                  # adapters only: the loader rebuilds the LoRA base from model.init_from
+        out["speech_rl"] = {"lora_base_dropped": dropped}
+    atomic_torch_save(out, dst)
     return {"tensors": len(sd), "bytes": dst.stat().st_size, "source_step": ck.get("global_step")}

@@ -152,6 +152,12 @@ def test_lora_checkpoint_holds_adapters_only_resumes_exactly_and_evaluates(corpu
         torch.testing.assert_close(merged_base[k], v, rtol=0, atol=0)
     lora_a = next(k for k in keys if ".lora_A." in k)
     torch.testing.assert_close(policy.state_dict()[lora_a[len("policy."):]], ck["state_dict"][lora_a])
+    # the shippable copy (speech-rl export) of an adapters-only checkpoint evaluates the same
+    run_cli("export", str(ref / "checkpoints" / "last.ckpt"), str(tmp_path / "small.pt"), "--dtype", "float32",
+            cwd=tmp_path, data_dir=corpus)
+    res_export = json.loads(run_cli("eval", str(corpus / "embedded" / "val.jsonl"), str(tmp_path / "small.pt"),
+                                    "--json", cwd=tmp_path, data_dir=corpus).stdout)
+    assert res_export == res
     (tmp_path / "base.pt").unlink()
     gone = run_cli("eval", str(corpus / "embedded" / "val.jsonl"), str(ref / "checkpoints" / "last.ckpt"),
                    cwd=tmp_path, data_dir=corpus, check=False)
