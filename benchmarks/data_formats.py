@@ -30,7 +30,7 @@ def build(root: Path, n: int) -> dict[str, object]:
     import datasets
     import lhotse
 
-    from speech_rl.data.formats import export_kaldi, export_lhotse
+    from speech_rl.data.export import export_kaldi, export_lhotse
     from speech_rl.data.manifest import read_manifest, write_manifest
 
     rng = np.random.default_rng(0)

@@ -11,13 +11,12 @@ format found from what the path is) or by a mapping::
     {path: cv/, format: hf, split: test, fields: {text: sentence, speaker: client_id}}
 
 ``fields`` maps a contract key to the source's column (JSONL key, HF column, Lhotse
-supervision ``custom`` key for ``keywords``).
+supervision ``custom`` key for ``keywords``). Kaldi and Lhotse are read here, Hugging Face
+datasets in ``speech_rl.data.hf_source``; ``speech_rl.data.export`` writes Kaldi / Lhotse.
 """
 from __future__ import annotations
 
-import bisect
 import gzip
-import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -124,8 +123,10 @@ def detect_format(path: Path) -> str:
 
 
 def _first_json_row(path: Path) -> object:
+    """The first JSON row of a (gzipped) JSONL file; None when there is none or it is not JSON."""
+    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with path.open("rb") as f:
+        with opener(path, "rt", encoding="utf-8") as f:
             for line in f:
                 if line.strip():
                     return json.loads(line)
@@ -136,8 +137,11 @@ def _first_json_row(path: Path) -> object:
 
 def source_rows(spec: SourceSpec) -> tuple[Path, Iterator[Row]]:
     """(folder that relative audio paths resolve against, raw rows) of a non-JSONL source."""
-    readers = {"hf": _hf_rows, "kaldi": _kaldi_rows, "lhotse": _lhotse_rows}
-    return readers[spec.format](spec)
+    if spec.format == "hf":
+        from speech_rl.data.hf_source import hf_rows
+
+        return hf_rows(spec)
+    return {"kaldi": _kaldi_rows, "lhotse": _lhotse_rows}[spec.format](spec)
 
 
 # ----------------------------------------------------------------------------- Kaldi
@@ -206,7 +210,7 @@ def _kaldi_rows(spec: SourceSpec) -> tuple[Path, Iterator[Row]]:
 
 
 # ----------------------------------------------------------------------------- Lhotse
-def _lhotse():
+def require_lhotse():
     try:
         import lhotse
     except ImportError as exc:
@@ -238,12 +242,9 @@ def _lhotse_files(path: Path) -> tuple[Path | None, Path | None, Path | None]:
 
 
 def _lhotse_kind(path: Path) -> str:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            first = json.loads(next(line for line in f if line.strip()))
-    except (OSError, ValueError, StopIteration) as exc:
-        raise SourceError(f"Lhotse manifest {path} cannot be read: {exc!r}") from exc
+    first = _first_json_row(path)
+    if not isinstance(first, dict):
+        raise SourceError(f"Lhotse manifest {path} cannot be read: no JSON object in its first row")
     if "supervisions" in first or first.get("type", "").endswith("Cut"):
         return "cuts"
     if "sources" in first:
@@ -285,7 +286,7 @@ def _lhotse_row(uid: str, recording, start: float, duration: float, channel, sup
 
 
 def _lhotse_rows(spec: SourceSpec) -> tuple[Path, Iterator[Row]]:
-    lhotse = _lhotse()
+    lhotse = require_lhotse()
     cuts_path, rec_path, sup_path = _lhotse_files(spec.path)
     base = (cuts_path or sup_path).resolve().parent
 
@@ -308,215 +309,3 @@ def _lhotse_rows(spec: SourceSpec) -> tuple[Path, Iterator[Row]]:
                               spec)
 
     return base, (from_cuts() if cuts_path else from_supervisions())
-
-
-# ----------------------------------------------------------------------------- Hugging Face datasets
-@dataclass(frozen=True)
-class DatasetAudio:
-    """Audio held inside a Hugging Face dataset: row ``index`` of the dataset ``source``
-    (a ``save_to_disk`` folder or parquet files), column ``column``. Picklable; each
-    process opens the (memory-mapped) Arrow table once and reads one cell per call."""
-
-    source: str
-    split: str | None
-    index: int
-    column: str
-
-    def open(self) -> "io.BytesIO | str":
-        """The encoded audio as a seekable stream, or the path of its file."""
-        value = _hf_cell(self.source, self.split, self.column, self.index)
-        where = f"{self.source} row {self.index}"
-        out = _audio_value(value, where)
-        if isinstance(out, str) and not Path(out).is_absolute() and not Path(out).exists():
-            base = Path(self.source) if Path(self.source).is_dir() else Path(self.source).parent
-            out = str(base / out)
-        return out
-
-    def __str__(self) -> str:
-        return f"{self.source}[{self.index}].{self.column}"
-
-
-_OPEN: dict[tuple[str, str | None], object] = {}
-_CHUNKS: dict[tuple[str, str | None, str], tuple[object, list[int]]] = {}
-
-
-def _hf_cell(source: str, split: str | None, column: str, index: int):
-    """One cell of a dataset's Arrow table as a Python value; the column's chunk offsets are
-    kept, so a row costs a bisect, not a walk over the table's record batches."""
-    key = (source, split, column)
-    if key not in _CHUNKS:
-        col = _hf_table(source, split).column(column)
-        starts = [0]
-        for chunk in col.chunks:
-            starts.append(starts[-1] + len(chunk))
-        _CHUNKS[key] = (col, starts)
-    col, starts = _CHUNKS[key]
-    k = bisect.bisect_right(starts, index) - 1
-    return col.chunk(k)[index - starts[k]].as_py()
-
-
-def _hf_table(source: str, split: str | None):
-    """The Arrow table (``pyarrow.Table``) of the dataset at ``source``: parquet files are
-    memory-mapped by pyarrow; a ``save_to_disk`` folder is opened by ``datasets`` (its own
-    memory map). Audio cells stay encoded (``{bytes, path}``): speech-rl decodes them with
-    soundfile, which needs neither torchcodec nor torchaudio."""
-    key = (source, split)
-    if key not in _OPEN:
-        path = Path(source)
-        names = {p.name for p in path.iterdir()} if path.is_dir() else set()
-        try:
-            if path.is_file() or not names & {"dataset_info.json", "state.json", "dataset_dict.json"}:
-                import pyarrow.parquet as pq
-
-                files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
-                _OPEN[key] = pq.read_table([str(f) for f in files] if len(files) > 1 else str(files[0]),
-                                           memory_map=True)
-            else:
-                _OPEN[key] = _saved_dataset(path, split).data.table
-        except SourceError:
-            raise
-        except ImportError as exc:
-            raise SourceError("reading Hugging Face datasets needs datasets: pip install -e '.[formats]'") from exc
-        except Exception as exc:
-            raise SourceError(f"Hugging Face dataset {source} cannot be opened: {exc}") from exc
-    return _OPEN[key]
-
-
-def _saved_dataset(path: Path, split: str | None):
-    """A ``save_to_disk`` folder as a ``datasets.Dataset`` (one split of a DatasetDict)."""
-    import datasets
-
-    ds = datasets.load_from_disk(str(path))
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise SourceError(f"Hugging Face dataset {path} has splits {list(ds)}; "
-                              + ("choose one with split:" if split is None else f"split {split!r} is not one"))
-        ds = ds[split]
-    return ds.flatten_indices() if ds._indices is not None else ds
-
-
-def _audio_value(value, where: str) -> "io.BytesIO | str":
-    """One HF audio cell -> a stream or a path: ``{bytes, path}`` (an ``Audio`` column left
-    encoded), ``{array, sampling_rate}``, a path string, or raw bytes."""
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            buf = io.BytesIO(value["bytes"])
-            buf.name = where
-            return buf
-        if value.get("array") is not None and value.get("sampling_rate"):
-            import numpy as np
-            import soundfile as sf
-
-            buf = io.BytesIO()
-            sf.write(buf, np.asarray(value["array"], dtype="float32"), int(value["sampling_rate"]), format="WAV")
-            buf.name = where
-            return buf
-        if value.get("path"):
-            return value["path"]
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        buf = io.BytesIO(value)
-        buf.name = where
-        return buf
-    raise ValueError(f"{where}: audio cell is {type(value).__name__}, not encoded audio, a path or an array")
-
-
-def _hf_rows(spec: SourceSpec) -> tuple[Path, Iterator[Row]]:
-    table = _hf_table(str(spec.path), spec.split)
-    cols = set(table.column_names)
-    names = {k: spec.field(k) for k in ("id", "audio", "text", "duration", "keywords", "speaker")}
-    for key in ("audio", "text"):
-        if names[key] not in cols:
-            raise SourceError(f"Hugging Face dataset {spec.path}: no {key} column {names[key]!r} (columns: "
-                              f"{sorted(cols)}); map it with fields: {{{key}: COLUMN}}")
-    meta_cols = [c for k, c in names.items() if k != "audio" and c in cols]
-    base = spec.path.resolve() if spec.path.is_dir() else spec.path.resolve().parent
-
-    def rows() -> Iterator[Row]:
-        for i, r in enumerate(table.select(meta_cols).to_pylist()):
-            uid = str(r[names["id"]]) if names["id"] in r and r[names["id"]] is not None else f"{i:08d}"
-            row: dict = {"id": uid, "audio": DatasetAudio(str(spec.path), spec.split, i, names["audio"]),
-                         "text": r[names["text"]]}
-            for key in ("duration", "keywords", "speaker"):
-                if names[key] in r and r[names[key]] is not None:
-                    row[key] = r[names[key]]
-            yield f"id {uid!r}", row
-
-    return base, rows()
-
-
-# ----------------------------------------------------------------------------- export
-def export_kaldi(utts, out_dir: str | Path) -> Path:
-    """Write utterances as a Kaldi data directory: ``wav.scp`` (recording -> absolute path),
-    ``text``, ``utt2spk`` / ``spk2utt`` (the utterance id as speaker where none is known),
-    ``utt2dur``, and ``segments`` when any utterance is a span of its recording. Sorted by
-    id, as Kaldi's ``utils/validate_data_dir.sh`` wants. Audio inside a dataset cannot be
-    named by wav.scp: convert it to JSONL (which writes it to files) first."""
-    from speech_rl.atomic import atomic_open
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    utts = sorted(utts, key=lambda u: u.id)
-    for u in utts:
-        if not isinstance(u.audio, Path):
-            raise SourceError(f"utterance {u.id!r}: its audio is inside a dataset ({u.audio}); "
-                              "run `speech-rl data convert` to JSONL first, which writes it to files")
-        if any(c.isspace() for c in u.id + (u.speaker or "")):
-            raise SourceError(f"utterance {u.id!r}: Kaldi ids and speakers cannot hold whitespace")
-    spans = any(u.offset is not None or u.channel is not None for u in utts)
-    recordings: dict[Path, str] = {}
-    for u in utts:
-        recordings.setdefault(u.audio, f"rec_{len(recordings):07d}" if spans else u.id)
-    spk = {u.id: (u.speaker or u.id) for u in utts}
-    tables = {
-        "wav.scp": sorted(f"{rid} {path}" for path, rid in recordings.items()),
-        "text": [f"{u.id} {' '.join(u.text.split())}" for u in utts],
-        "utt2spk": [f"{u.id} {spk[u.id]}" for u in utts],
-        "utt2dur": [f"{u.id} {u.duration:.3f}" for u in utts],
-    }
-    by_spk: dict[str, list[str]] = {}
-    for uid, s in sorted(spk.items(), key=lambda kv: (kv[1], kv[0])):
-        by_spk.setdefault(s, []).append(uid)
-    tables["spk2utt"] = [f"{s} {' '.join(ids)}" for s, ids in sorted(by_spk.items())]
-    if spans:
-        if any(u.channel is not None for u in utts):
-            raise SourceError("a channel of a multi-channel recording cannot be written to wav.scp as a "
-                              "plain path; export the channel to files first")
-        tables["segments"] = [f"{u.id} {recordings[u.audio]} {u.offset or 0.0:.4f} "
-                              f"{(u.offset or 0.0) + u.duration:.4f}" for u in utts]
-    for name, lines in tables.items():
-        with atomic_open(out / name) as f:
-            f.write("".join(line + "\n" for line in lines))
-    return out
-
-
-def export_lhotse(utts, out_path: str | Path) -> Path:
-    """Write utterances as a Lhotse cut set (``*.jsonl.gz``), built with lhotse itself: one
-    ``Recording`` per audio file (read from its header), one ``MonoCut`` with one
-    ``SupervisionSegment`` per utterance (keywords in the supervision's ``custom``)."""
-    lhotse = _lhotse()
-    out = Path(out_path)
-    if not out.name.endswith(".jsonl.gz"):
-        raise SourceError(f"Lhotse cut set {out}: name it *.jsonl.gz")
-    recordings = {}
-    cuts = []
-    for u in sorted(utts, key=lambda u: u.id):
-        if not isinstance(u.audio, Path):
-            raise SourceError(f"utterance {u.id!r}: its audio is inside a dataset ({u.audio}); "
-                              "run `speech-rl data convert` to JSONL first")
-        if u.audio not in recordings:
-            recordings[u.audio] = lhotse.Recording.from_file(u.audio, recording_id=f"rec_{len(recordings):07d}")
-        rec = recordings[u.audio]
-        start = u.offset or 0.0
-        channel = u.channel if u.channel is not None else 0
-        sup = lhotse.SupervisionSegment(id=u.id, recording_id=rec.id, start=0.0, duration=u.duration,
-                                        channel=channel, text=u.text, speaker=u.speaker,
-                                        custom={"keywords": list(u.keywords)} if u.keywords is not None else None)
-        cuts.append(lhotse.MonoCut(id=u.id, start=start, duration=u.duration, channel=channel, recording=rec,
-                                   supervisions=[sup]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name[: -len(".jsonl.gz")] + ".tmp.jsonl.gz")
-    lhotse.CutSet.from_cuts(cuts).to_file(tmp)
-    tmp.replace(out)
-    return out

@@ -190,8 +190,9 @@ def _utterance(row: object, who: str, base: Path, seen: Counter, check_audio: st
     channel = row.get("channel")
     duration = float(row.get("duration") or 0.0)
     try:
+        src = audio if isinstance(audio, Path) or check_audio == "none" else audio.open()   # a dataset cell: read once
         if check_audio != "none":
-            info = audio_info(audio if isinstance(audio, Path) else audio.open())
+            info = audio_info(src)
             total = info.frames / info.samplerate
             if start >= total or (offset is not None and duration and start + duration > total + 0.01):
                 end = f"{start + duration:.3f}s" if duration else "its end"
@@ -200,7 +201,6 @@ def _utterance(row: object, who: str, base: Path, seen: Counter, check_audio: st
                 return who, f"channel {channel} asked, the recording has {info.channels}"
             duration = duration if (duration and offset is not None) else total - start
         if check_audio == "full":
-            src = audio if isinstance(audio, Path) else audio.open()
             span = duration if offset is not None else None
             duration = len(load_audio(src, sample_rate, start=start, duration=span, channel=channel)) / sample_rate
     except (AudioError, ValueError) as exc:

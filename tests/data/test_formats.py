@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speech_rl.data.formats import (SourceError, as_source, detect_format, export_kaldi, export_lhotse)
+from speech_rl.data.export import export_kaldi, export_lhotse
+from speech_rl.data.formats import SourceError, as_source, detect_format
 from speech_rl.data.manifest import ManifestError, read_manifest, utterance_audio, utterance_row, write_manifest
 
 datasets = pytest.importorskip("datasets", reason="pip install -e '.[formats]'")
