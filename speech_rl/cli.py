@@ -14,6 +14,7 @@
                                                           --wav-dir DIR --save F --seed S [S ...]]
   speech-rl plot RUN... [--tags a,b --smooth 0.6 --out stability.png]   stability curves (Figure 3)
   speech-rl export CKPT OUT [--dtype float16]  small shippable copy (hyper-parameters + model weights)
+  speech-rl export CKPT OUT_DIR --hf           an HF audio LLM (model=hf_audio) as its family's HF folder
 
 ``lightning run`` (removed in Lightning 2.5.1) is replaced by ``speech-rl train``: the
 Trainer starts its own processes for ``trainer.devices>1``; for several nodes launch
@@ -228,10 +229,20 @@ def _export(argv: list[str]) -> int:
                                 "hyper-parameters + model and CTC-head weights (no optimiser or loop state)")
     p.add_argument("checkpoint")
     p.add_argument("out")
-    p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    p.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32"],
+                   help="default float16; float32 with --hf")
+    p.add_argument("--hf", action="store_true", help="write a folder that the family's HF class loads with "
+                   "from_pretrained (model=hf_audio checkpoints; LoRA adapters merged)")
     a = p.parse_args(argv)
+    if a.hf:
+        from speech_rl.models.hf_audio import export_hf_checkpoint
+
+        out = export_hf_checkpoint(a.checkpoint, a.out, a.dtype or "float32")
+        print(f"wrote {out}: {sorted(f.name for f in out.iterdir())}")
+        return 0
     from speech_rl.checkpoint import export_weights
 
+    a.dtype = a.dtype or "float16"
     info = export_weights(a.checkpoint, a.out, a.dtype)
     print(f"wrote {a.out}: {info['tensors']} tensors, {info['bytes'] / 2**20:.1f} MiB ({a.dtype}), "
           f"from step {info['source_step']} of {a.checkpoint}")

@@ -40,6 +40,16 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
     return cls(**spec)
 
 
+def check_features(datamodule: Any, module: L.LightningModule) -> None:
+    """The data's log-mel bins must be the ones the policy's audio encoder reads (Whisper
+    large / Qwen2-Audio / Qwen3-ASR read 128, the tiny models and Whisper tiny 80)."""
+    want = getattr(getattr(getattr(module, "policy", None), "encoder", None), "n_mels", None)
+    have = (getattr(datamodule, "hparams", None) or {}).get("n_mels")
+    if want is not None and have is not None and int(want) != int(have):
+        raise ValueError(f"data.n_mels={have}, but the model's audio encoder reads {want} mel bins: "
+                         f"set data.n_mels={want}")
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not cfg.trainer.get("enable_progress_bar", True):       # Lightning refuses a bar callback then
@@ -95,6 +105,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule = instantiate(cfg.data, _convert_="all")      # plain containers: checkpoints load weights_only
     module = build_module(cfg)
+    check_features(datamodule, module)
     trainer = build_trainer(cfg)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg))

@@ -60,15 +60,23 @@ class CharTokenizer:
 
 class HFTokenizer:
     """A local Hugging Face tokenizer (``AutoTokenizer.from_pretrained(path)``, no network).
-    ``prefix`` / ``suffix`` are the prompt strings around the audio embeddings."""
+    ``prefix`` / ``suffix`` are the prompt strings around the audio embeddings; ``eos`` the
+    token that ends a response (default: the tokenizer's EOS; chat models end a turn with
+    another, e.g. ``<|im_end|>``)."""
 
-    def __init__(self, path: str, prefix: str = "", suffix: str = "Transcribe:"):
+    def __init__(self, path: str, prefix: str = "", suffix: str = "Transcribe:", eos: str | None = None):
         from transformers import AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        if self.tok.eos_token_id is None:
+        if eos is not None:
+            eos_id = self.tok.convert_tokens_to_ids(eos)
+            if eos_id is None or eos_id == self.tok.unk_token_id or self.tok.convert_ids_to_tokens(eos_id) != eos:
+                raise ValueError(f"tokenizer at {path} has no token {eos!r} (asked for as EOS)")
+            self.eos_id = eos_id
+        elif self.tok.eos_token_id is None:
             raise ValueError(f"tokenizer at {path} defines no EOS token")
-        self.eos_id = self.tok.eos_token_id
+        else:
+            self.eos_id = self.tok.eos_token_id
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_id
         self.prefix, self.suffix = prefix, suffix
 

@@ -127,21 +127,39 @@ class AudioLLM(nn.Module):
         return ids, mask
 
 
-def build_audio_llm(tokenizer: Any, encoder: Any, llm: dict, projector: dict | None = None,
-                    init_from: str | None = None, lora: Mapping | None = None) -> AudioLLM:
+def build_audio_llm(tokenizer: Any = None, encoder: Any = None, llm: dict | None = None,
+                    projector: dict | None = None, init_from: str | None = None, lora: Mapping | None = None,
+                    family: str | None = None, **hf) -> AudioLLM:
     """Build from config: ``tokenizer`` / ``encoder`` are Hydra ``_target_`` dicts (or
     objects), ``llm`` the kwargs of ``build_causal_lm``, ``projector`` of ``Projector``.
+    Or ``family`` (``qwen2_audio``, ``qwen3_asr``) with ``pretrained_path`` and optional
+    ``prompt`` / ``eos`` / ``gradient_checkpointing``: a local HF audio LLM of that family,
+    all three parts from its folder (``speech_rl.models.hf_audio``).
     ``init_from`` loads AudioLLM weights from a speech-rl checkpoint or a state-dict file.
     ``lora`` (``{r, alpha, dropout, target_modules}``; ``r: 0`` is off) then puts LoRA
     adapters on the LM (``speech_rl.models.lora``): its base weights freeze."""
-    tok = instantiate(tokenizer) if isinstance(tokenizer, dict) or hasattr(tokenizer, "_target_") else tokenizer
-    enc = instantiate(encoder) if isinstance(encoder, dict) or hasattr(encoder, "_target_") else encoder
-    lm = build_causal_lm(vocab_size=tok.vocab_size, **dict(llm))
-    proj = Projector(enc.d_model, lm.get_input_embeddings().embedding_dim, **dict(projector or {}))
-    model = AudioLLM(tok, enc, proj, lm)
-    if init_from:
+    if family is not None:
+        extra = [k for k, v in {"tokenizer": tokenizer, "encoder": encoder, "llm": llm, "projector": projector}.items()
+                 if v is not None]
+        if extra:
+            raise ValueError(f"model.family={family!r} takes its parts from pretrained_path; drop model.{extra}")
+        from speech_rl.models.hf_audio import build_hf_audio_llm
+
+        model = build_hf_audio_llm(family, **hf)
+        config = {"family": family, **hf}
+    else:
+        if hf:
+            raise TypeError(f"build_audio_llm: {sorted(hf)} apply to model.family models only")
+        if tokenizer is None or encoder is None or llm is None:
+            raise ValueError("model needs tokenizer, encoder and llm (or family + pretrained_path)")
+        tok = instantiate(tokenizer) if isinstance(tokenizer, dict) or hasattr(tokenizer, "_target_") else tokenizer
+        enc = instantiate(encoder) if isinstance(encoder, dict) or hasattr(encoder, "_target_") else encoder
+        lm = build_causal_lm(vocab_size=tok.vocab_size, **dict(llm))
+        proj = Projector(enc.d_model, lm.get_input_embeddings().embedding_dim, **dict(projector or {}))
+        model = AudioLLM(tok, enc, proj, lm)
         parts = {"tokenizer": tokenizer, "encoder": encoder, "llm": llm, "projector": projector}
         config = parts if all(isinstance(v, Mapping) or v is None for v in parts.values()) else None
+    if init_from:
         load_audio_llm_weights(model, init_from, config)
     if lora and int(lora.get("r") or 0) > 0:
         from speech_rl.models.lora import apply_lora

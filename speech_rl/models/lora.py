@@ -128,11 +128,12 @@ def lora_config(lm: nn.Module) -> dict:
 
 def base_is_rebuilt(model_cfg) -> bool:
     """True when a model config names where the LM's base weights come from (``init_from``,
-    ``llm.pretrained_path``, ``llm.whisper_decoder``), so a checkpoint need not hold them.
+    ``llm.pretrained_path``, ``llm.whisper_decoder``, a family model's ``pretrained_path``), so a checkpoint need not hold them.
     A randomly initialised base is kept in the checkpoint."""
     model_cfg = model_cfg or {}
     llm = model_cfg.get("llm") or {}
-    return bool(model_cfg.get("init_from") or llm.get("pretrained_path") or llm.get("whisper_decoder"))
+    return bool(model_cfg.get("init_from") or llm.get("pretrained_path") or llm.get("whisper_decoder")
+                or model_cfg.get("pretrained_path"))
 
 
 def frozen_base_names(root: nn.Module, lm: nn.Module) -> set[str]:

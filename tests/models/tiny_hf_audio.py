@@ -1,0 +1,69 @@
+"""Tiny, randomly initialised Hugging Face audio LLMs built from transformers' own config
+classes and saved with ``save_pretrained``, loaded back the way a user's checkpoint loads (no
+download): Qwen2-Audio and Qwen3-ASR, with a byte-level BPE tokenizer holding each family's
+special tokens (so it spells any text)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>", "<|AUDIO|>",
+            "<|audio_start|>", "<|audio_end|>", "<|audio_pad|>", "<asr_text>"]
+TEXT = ["meet grace at the apex store in cairo", "priya and ingrid will meet near the adidas shop",
+        "the quick brown fox jumps over the lazy dog", "language English", "detect the language and recognize "
+        "the speech", "transcribe what you hear"]
+# head_dim 32: vLLM's CPU attention takes head sizes of 32 and up
+# initializer_range 0.2 (not 0.02): a random LM whose greedy transcripts vary with the audio
+TEXT_SIZE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                 intermediate_size=128, max_position_embeddings=2048, initializer_range=0.2)
+
+
+def save_tokenizer(folder: Path) -> "object":
+    """A byte-level BPE (256 bytes + merges learnt on a few sentences) with the specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(TEXT * 4, trainers.BpeTrainer(vocab_size=320, special_tokens=SPECIALS,
+                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast.save_pretrained(folder)
+    return fast
+
+
+def save_qwen2_audio(folder: Path, n_mels: int = 128, seed: int = 0) -> Path:
+    """A tiny ``Qwen2AudioForConditionalGeneration`` (tower 64 x 2 layers, window 10 s)."""
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+
+    tok = save_tokenizer(folder)
+    cfg = Qwen2AudioConfig(
+        audio_config=dict(model_type="qwen2_audio_encoder", num_mel_bins=n_mels, encoder_layers=2,
+                          encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64, max_source_positions=500),
+        text_config=dict(model_type="qwen2", vocab_size=len(tok), tie_word_embeddings=False, **TEXT_SIZE),
+        audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"), initializer_range=0.2)
+    torch.manual_seed(seed)
+    Qwen2AudioForConditionalGeneration(cfg).save_pretrained(folder)
+    return folder
+
+
+def save_qwen3_asr(folder: Path, n_mels: int = 128, seed: int = 0) -> Path:
+    """A tiny ``Qwen3ASRForConditionalGeneration`` (tower 64 x 2 layers, chunks of 1 s)."""
+    from transformers import Qwen3ASRConfig, Qwen3ASRForConditionalGeneration
+
+    tok = save_tokenizer(folder)
+    cfg = Qwen3ASRConfig(
+        audio_config=dict(num_mel_bins=n_mels, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128,
+                          d_model=64, output_dim=TEXT_SIZE["hidden_size"], downsample_hidden_size=16),
+        text_config=dict(model_type="qwen3", vocab_size=len(tok), head_dim=32, tie_word_embeddings=True,
+                         **TEXT_SIZE),
+        audio_token_id=tok.convert_tokens_to_ids("<|audio_pad|>"), pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), initializer_range=0.2)
+    torch.manual_seed(seed)
+    Qwen3ASRForConditionalGeneration(cfg).save_pretrained(folder)
+    return folder
+
+
+SAVERS = {"qwen2_audio": save_qwen2_audio, "qwen3_asr": save_qwen3_asr}
