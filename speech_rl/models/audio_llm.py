@@ -132,7 +132,7 @@ def build_audio_llm(tokenizer: Any = None, encoder: Any = None, llm: dict | None
                     family: str | None = None, **hf) -> AudioLLM:
     """Build from config: ``tokenizer`` / ``encoder`` are Hydra ``_target_`` dicts (or
     objects), ``llm`` the kwargs of ``build_causal_lm``, ``projector`` of ``Projector``.
-    Or ``family`` (``qwen2_audio``, ``qwen3_asr``) with ``pretrained_path`` and optional
+    Or ``family`` (``qwen2_audio``, ``qwen3_asr``, ``qwen2_5_omni``) with ``pretrained_path`` and optional
     ``prompt`` / ``eos`` / ``gradient_checkpointing``: a local HF audio LLM of that family,
     all three parts from its folder (``speech_rl.models.hf_audio``).
     ``init_from`` loads AudioLLM weights from a speech-rl checkpoint or a state-dict file.

@@ -1,7 +1,8 @@
 """Audio LLMs as Hugging Face ships them (``model=hf_audio``): a local checkpoint folder of
 one of the families below, split into the three parts speech-rl trains.
 
-An HF audio LLM (``Qwen2AudioForConditionalGeneration``, ``Qwen3ASRForConditionalGeneration``)
+An HF audio LLM (``Qwen2AudioForConditionalGeneration``, ``Qwen3ASRForConditionalGeneration``,
+``Qwen2_5OmniThinkerForConditionalGeneration``)
 holds an audio tower, a projector, a text model and an LM head under fixed attribute paths.
 ``build_hf_audio_llm`` loads it with ``from_pretrained`` (local files only) and rebuilds it as
 an ``AudioLLM``:
@@ -70,31 +71,58 @@ def _qwen3_asr_encode(tower: nn.Module, feats: torch.Tensor, lengths: torch.Tens
     return nn.utils.rnn.pad_sequence(rows, batch_first=True), out_lens
 
 
+def _qwen2_5_omni_encode(tower: nn.Module, feats: torch.Tensor, lengths: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Qwen2.5-Omni's tower as its thinker's ``get_audio_features`` runs it: the valid frames of
+    the batch packed along time (F, sum T), chunked windows inside; out: the valid frames,
+    already projected to the LM width (the tower ends in its projection), unpacked here.
+    feats (B, T, F) -> (B, T'', H), lengths'' (B,)."""
+    keep = torch.arange(feats.shape[1], device=feats.device)[None] < lengths[:, None]      # (B, T)
+    packed = feats[keep].T                                                                  # (F, sum T)
+    conv_lens, out_lens = tower._get_feat_extract_output_lengths(lengths)
+    out = tower(packed, feature_lens=lengths, aftercnn_lens=conv_lens).last_hidden_state
+    if int(out_lens.sum()) != out.shape[0]:
+        raise RuntimeError(f"Qwen2.5-Omni tower returned {out.shape[0]} frames for lengths {out_lens.tolist()}")
+    return nn.utils.rnn.pad_sequence(torch.split(out, out_lens.tolist()), batch_first=True), out_lens
+
+
 @dataclass(frozen=True)
 class AudioFamily:
-    """Where a family's parts live in its HF class and how its tower runs."""
+    """Where a family's parts live in its HF class and how its tower runs. Paths are tried in
+    order (transformers releases move them: 5.19's thinker holds ``audio_tower`` and its text
+    model as ``model``, 5.24's ``model.audio_tower`` and ``model.language_model``)."""
     hf_class: str                 # the transformers class of the whole model
-    tower: str                    # attribute path of the audio tower
-    projector: str                # ... of the projector
-    text_model: str               # ... of the text model (an ``AutoModel`` of ``config.text_config``)
-    lm_head: str                  # ... of the LM head
+    tower: tuple[str, ...]        # attribute paths of the audio tower
+    projector: tuple[str, ...]    # ... of the projector (empty: the tower projects itself)
+    text_model: tuple[str, ...]   # ... of the text model
+    lm_head: tuple[str, ...]      # ... of the LM head
     encode: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     prompt: str                   # default prompt; ``{audio}`` marks where the audio embeddings go
     eos: str                      # the token that ends a transcript
+    frames_dim: str = "d_model"   # the tower config's field of its output width
+    lm_class: str | None = None   # plain causal-LM class when the text config has none of its own
 
 
 FAMILIES: dict[str, AudioFamily] = {
     "qwen2_audio": AudioFamily(
-        "Qwen2AudioForConditionalGeneration", "model.audio_tower", "model.multi_modal_projector",
-        "model.language_model", "lm_head", _qwen2_audio_encode,
+        "Qwen2AudioForConditionalGeneration", ("model.audio_tower",), ("model.multi_modal_projector",),
+        ("model.language_model",), ("lm_head",), _qwen2_audio_encode,
         # Qwen2-Audio-7B (base): the ASR prompt of its model card
         "<|audio_bos|>{audio}<|audio_eos|>Detect the language and recognize the speech: <|en|>", "<|endoftext|>"),
     "qwen3_asr": AudioFamily(
-        "Qwen3ASRForConditionalGeneration", "model.audio_tower", "model.multi_modal_projector",
-        "model.language_model", "lm_head", _qwen3_asr_encode,
+        "Qwen3ASRForConditionalGeneration", ("model.audio_tower",), ("model.multi_modal_projector",),
+        ("model.language_model",), ("lm_head",), _qwen3_asr_encode,
         # the processor's chat template, with the language forced the way its processor forces it
         "<|im_start|>user\n<|audio_start|>{audio}<|audio_end|><|im_end|>\n<|im_start|>assistant\n"
         "language English<asr_text>", "<|im_end|>"),
+    # the thinker (text out) of Qwen2.5-Omni; its text model's 3-D rotary positions are one
+    # running index for audio + text prompts, i.e. plain RoPE: it serves as a Qwen2 LM
+    "qwen2_5_omni": AudioFamily(
+        "Qwen2_5OmniThinkerForConditionalGeneration", ("model.audio_tower", "audio_tower"), (),
+        ("model.language_model", "model"), ("lm_head",), _qwen2_5_omni_encode,
+        "<|im_start|>system\nYou are a speech recognition model.<|im_end|>\n<|im_start|>user\n<|audio_bos|>{audio}"
+        "<|audio_eos|>Transcribe the English audio into text.<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>",
+        frames_dim="output_dim", lm_class="Qwen2ForCausalLM"),
 }
 
 
@@ -104,10 +132,22 @@ def family(name: str) -> AudioFamily:
     return FAMILIES[name]
 
 
-def _get(root: nn.Module, path: str) -> nn.Module:
-    for part in path.split("."):
-        root = getattr(root, part)
-    return root
+def _path(root: nn.Module, paths: tuple[str, ...], what: str) -> str:
+    """The first of ``paths`` that names a submodule of ``root``."""
+    for path in paths:
+        m = root
+        try:
+            for part in path.split("."):
+                m = getattr(m, part)
+        except AttributeError:
+            continue
+        if isinstance(m, nn.Module) and (what != "text model" or hasattr(m, "embed_tokens")):
+            return path
+    raise ValueError(f"{type(root).__name__} has no {what} at {list(paths)} (a transformers release that moved it?)")
+
+
+def _get(root: nn.Module, paths: tuple[str, ...], what: str) -> nn.Module:
+    return root.get_submodule(_path(root, paths, what))
 
 
 class HFAudioTower(nn.Module):
@@ -115,11 +155,11 @@ class HFAudioTower(nn.Module):
     frames (B, T', D), lengths' (B,). Frozen (no parameter requires grad, as the modules'
     ``freeze_encoder`` leaves it) it runs without autograd and without dropout."""
 
-    def __init__(self, tower: nn.Module, encode: Callable):
+    def __init__(self, tower: nn.Module, encode: Callable, frames_dim: str = "d_model"):
         super().__init__()
         self.tower, self._encode = tower, encode
         self.n_mels = int(tower.config.num_mel_bins)
-        self.d_model = int(tower.config.d_model)
+        self.d_model = int(getattr(tower.config, frames_dim))
 
     @property
     def frozen(self) -> bool:
@@ -144,18 +184,29 @@ class HFProjector(nn.Module):
         return self.proj(frames), lengths
 
 
-def causal_lm_of(text_model: nn.Module, lm_head: nn.Module) -> nn.Module:
-    """The plain HF causal LM of ``text_model``'s config (``AutoModelForCausalLM``) holding
-    ``text_model`` and ``lm_head`` themselves (built on the meta device, then given the real
-    modules: no second copy of the weights)."""
+def causal_lm_of(text_model: nn.Module, lm_head: nn.Module, lm_class: str | None = None) -> nn.Module:
+    """The plain HF causal LM of ``text_model``'s config (``AutoModelForCausalLM``; or
+    ``lm_class`` with the config's fields and plain RoPE) holding ``text_model`` and ``lm_head``
+    themselves (built on the meta device, then given the real modules: no second copy)."""
     import copy
 
+    import transformers
     from transformers import AutoModelForCausalLM
 
     cfg = copy.deepcopy(text_model.config)
+    attn = cfg._attn_implementation
+    if lm_class:
+        cls = getattr(transformers, lm_class)
+        fields = {k: v for k, v in cfg.to_dict().items() if k not in ("model_type", "architectures")}
+        rope = dict(fields.get("rope_parameters") or {})
+        rope.pop("mrope_section", None)
+        rope.pop("mrope_interleaved", None)
+        fields["rope_parameters"] = {**rope, "rope_type": "default"}
+        cfg = cls.config_class(**fields)
     cfg.tie_word_embeddings = lm_head.weight is text_model.get_input_embeddings().weight
     with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(cfg, attn_implementation=text_model.config._attn_implementation)
+        lm = (cls(cfg) if lm_class else AutoModelForCausalLM.from_config(cfg, attn_implementation=attn))
+    lm.config._attn_implementation = attn
     lm.model, lm.lm_head = text_model, lm_head
     return lm
 
@@ -193,30 +244,47 @@ def build_hf_audio_llm(family_name: str, pretrained_path: str, prompt: str | Non
     hf = load_hf_audio_model(family_name, pretrained_path, attn_implementation)
     prefix, suffix = prompt_parts(prompt or fam.prompt)
     tok = HFTokenizer(pretrained_path, prefix=prefix, suffix=suffix, eos=eos or fam.eos)
-    lm = causal_lm_of(_get(hf, fam.text_model), _get(hf, fam.lm_head))
+    lm = causal_lm_of(_get(hf, fam.text_model, "text model"), _get(hf, fam.lm_head, "LM head"), fam.lm_class)
     if lm.get_input_embeddings().num_embeddings < tok.vocab_size:
         raise ValueError(f"{pretrained_path}: the tokenizer has {tok.vocab_size} tokens, the LM "
                          f"{lm.get_input_embeddings().num_embeddings} embeddings")
     if gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return AudioLLM(tok, HFAudioTower(_get(hf, fam.tower), fam.encode),
-                    HFProjector(_get(hf, fam.projector)), lm)
+    proj = _get(hf, fam.projector, "projector") if fam.projector else nn.Identity()
+    return AudioLLM(tok, HFAudioTower(_get(hf, fam.tower, "audio tower"), fam.encode, fam.frames_dim),
+                    HFProjector(proj), lm)
 
 
-def hf_state_dict(policy, family_name: str) -> dict[str, torch.Tensor]:
-    """The policy's weights under the names of the family's HF class (LoRA adapters merged)."""
+def hf_state_dict(policy, family_name: str, hf: nn.Module) -> dict[str, torch.Tensor]:
+    """The policy's weights under the names of the family's HF class ``hf`` (LoRA adapters merged)."""
     from speech_rl.models.lora import is_lora, merged_named_parameters
 
     fam = family(family_name)
-    sd = {f"{fam.tower}.{k}": v for k, v in policy.encoder.tower.state_dict().items()}
-    sd.update({f"{fam.projector}.{k}": v for k, v in policy.projector.proj.state_dict().items()})
+    sd = {f"{_path(hf, fam.tower, 'audio tower')}.{k}": v for k, v in policy.encoder.tower.state_dict().items()}
+    if fam.projector:
+        sd.update({f"{_path(hf, fam.projector, 'projector')}.{k}": v
+                   for k, v in policy.projector.proj.state_dict().items()})
+    text, head_path = _path(hf, fam.text_model, "text model"), _path(hf, fam.lm_head, "LM head")
     lm = dict(merged_named_parameters(policy.llm)) if is_lora(policy.llm) else policy.llm.state_dict()
     for k, v in lm.items():
         head, _, rest = k.partition(".")
         if head not in ("model", "lm_head"):
             raise ValueError(f"unexpected LM weight {k!r} (expected model.* / lm_head.*)")
-        sd[f"{fam.text_model if head == 'model' else fam.lm_head}.{rest}"] = v
+        sd[f"{text if head == 'model' else head_path}.{rest}"] = v
     return sd
+
+
+def _kept_prefixes(hf: nn.Module, family_name: str) -> list[str]:
+    """State-dict prefixes of the family's parts speech-rl does not train (Omni's vision tower)."""
+    return [n + "." for n in ("visual", "model.visual") if _has(hf, n)]
+
+
+def _has(root: nn.Module, path: str) -> bool:
+    try:
+        root.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
 
 
 def export_hf(policy, model_cfg: Mapping, out: str | Path, dtype: str = "float32") -> Path:
@@ -229,11 +297,15 @@ def export_hf(policy, model_cfg: Mapping, out: str | Path, dtype: str = "float32
         raise FileExistsError(f"export --hf: {out} exists; give a new folder")
     name, src = model_cfg["family"], Path(model_cfg["pretrained_path"])
     hf = load_hf_audio_model(name, str(src))
-    missing, unexpected = hf.load_state_dict(hf_state_dict(policy, name), strict=False)
+    sd = hf_state_dict(policy, name, hf)
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
     tied = set(getattr(hf, "all_tied_weights_keys", {}) or {})
-    if unexpected or set(missing) - tied:
+    parts = {k.rsplit(".", 1)[0].split(".")[0] for k in sd}           # e.g. model, lm_head, audio_tower
+    ours = {k for k in missing if k not in tied and any(k.startswith(p + ".") for p in parts)
+            and not any(k.startswith(x) for x in _kept_prefixes(hf, name))}
+    if unexpected or ours:          # parts speech-rl does not hold (a vision tower) keep the source's weights
         raise RuntimeError(f"export --hf: weights do not fit {type(hf).__name__}: missing "
-                           f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}")
+                           f"{sorted(ours)[:5]}, unexpected {sorted(unexpected)[:5]}")
     hf.to(getattr(torch, dtype))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

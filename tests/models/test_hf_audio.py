@@ -49,8 +49,10 @@ def _hf_greedy(hf, policy, family, feats, lens, audio_lens):
     tok = policy.tokenizer
     pre, suf = tok.prompt_ids()
     audio_id = hf.config.audio_token_id
-    window = 2 * hf.config.audio_config.max_source_positions if family == "qwen2_audio" else \
-        -(-feats.shape[1] // 100) * 100
+    if family == "qwen2_audio":
+        window = 2 * hf.config.audio_config.max_source_positions      # its fixed 30 s window (10 s here)
+    else:
+        window = -(-feats.shape[1] // 100) * 100                       # whole chunks of 2 x n_window
     outs = []
     for i in range(len(lens)):
         n = int(lens[i])
@@ -58,7 +60,7 @@ def _hf_greedy(hf, policy, family, feats, lens, audio_lens):
         x[0, :, :n] = feats[i, :n].T
         fmask = (torch.arange(window) < n).long()[None]
         ids = torch.tensor([pre + [audio_id] * int(audio_lens[i]) + suf])
-        key = "feature_attention_mask" if family == "qwen2_audio" else "input_features_mask"
+        key = "input_features_mask" if family == "qwen3_asr" else "feature_attention_mask"
         with torch.no_grad():
             gen = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), input_features=x, **{key: fmask},
                               max_new_tokens=GREEDY.max_new_tokens, do_sample=False, eos_token_id=tok.eos_id,
@@ -73,14 +75,15 @@ def test_prompt_and_greedy_equal_the_family_class(checkpoint):
     greedy transcript of the family's own HF class run on each utterance alone."""
     family, folder = checkpoint
     policy = build_audio_llm(family=family, pretrained_path=str(folder)).eval()
-    assert type(policy.llm).__name__ == {"qwen2_audio": "Qwen2ForCausalLM", "qwen3_asr": "Qwen3ForCausalLM"}[family]
+    assert type(policy.llm).__name__ == {"qwen2_audio": "Qwen2ForCausalLM", "qwen3_asr": "Qwen3ForCausalLM",
+                                         "qwen2_5_omni": "Qwen2ForCausalLM"}[family]
     feats, lens = _feats()
     ours, audio_lens = _our_greedy(policy, feats, lens)
     hf = load_hf_audio_model(family, str(folder)).eval()
     assert ours == _hf_greedy(hf, policy, family, feats, lens, audio_lens)
     assert all(len(t) > 0 for t in ours)
-    # the LM shares the family's modules: no second copy of the weights
-    n_hf = sum(p.numel() for p in hf.parameters())
+    # the LM shares the family's modules: no second copy of the weights (Omni's vision tower is left out)
+    n_hf = sum(p.numel() for n, p in hf.named_parameters() if "visual." not in n)
     assert sum(p.numel() for p in policy.parameters()) == n_hf
 
 
@@ -133,7 +136,7 @@ def test_families_name_real_transformers_classes():
         assert hasattr(transformers, fam.hf_class), name
 
 
-@pytest.mark.parametrize("family,lora", [("qwen2_audio", 0), ("qwen3_asr", 0), ("qwen2_audio", 8)])
+@pytest.mark.parametrize("family,lora", [("qwen2_audio", 0), ("qwen3_asr", 0), ("qwen2_5_omni", 0), ("qwen2_audio", 8)])
 def test_grpo_learns_and_exports(family, lora, corpus, tmp_path):
     """``speech-rl train model=hf_audio`` with pretrained_path (and LoRA): the learning test of
     every model path; its checkpoint (adapters only under LoRA: the base comes back from

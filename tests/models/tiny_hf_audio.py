@@ -1,6 +1,6 @@
 """Tiny, randomly initialised Hugging Face audio LLMs built from transformers' own config
 classes and saved with ``save_pretrained``, loaded back the way a user's checkpoint loads (no
-download): Qwen2-Audio and Qwen3-ASR, with a byte-level BPE tokenizer holding each family's
+download): Qwen2-Audio, Qwen3-ASR and the Qwen2.5-Omni thinker, with a byte-level BPE tokenizer holding each family's
 special tokens (so it spells any text)."""
 from __future__ import annotations
 
@@ -66,4 +66,26 @@ def save_qwen3_asr(folder: Path, n_mels: int = 128, seed: int = 0) -> Path:
     return folder
 
 
-SAVERS = {"qwen2_audio": save_qwen2_audio, "qwen3_asr": save_qwen3_asr}
+def save_qwen2_5_omni(folder: Path, n_mels: int = 128, seed: int = 0) -> Path:
+    """A tiny ``Qwen2_5OmniThinkerForConditionalGeneration`` (audio tower 64 x 2 layers, a
+    one-block vision tower it carries along, Qwen2-shaped text model with M-RoPE)."""
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    tok = save_tokenizer(folder)
+    text = dict(TEXT_SIZE, vocab_size=len(tok), tie_word_embeddings=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]})
+    cfg = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(num_mel_bins=n_mels, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128,
+                          d_model=64, output_dim=TEXT_SIZE["hidden_size"], n_window=50),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2,
+                           out_hidden_size=TEXT_SIZE["hidden_size"], fullatt_block_indexes=[0]),
+        text_config=text, audio_token_id=tok.convert_tokens_to_ids("<|AUDIO|>"), initializer_range=0.2,
+        audio_start_token_id=tok.convert_tokens_to_ids("<|audio_bos|>"),
+        audio_end_token_id=tok.convert_tokens_to_ids("<|audio_eos|>"),
+        vision_start_token_id=len(tok))      # no vision input here; a real thinker's config names it
+    torch.manual_seed(seed)
+    Qwen2_5OmniThinkerForConditionalGeneration(cfg).save_pretrained(folder)
+    return folder
+
+
+SAVERS = {"qwen2_audio": save_qwen2_audio, "qwen3_asr": save_qwen3_asr, "qwen2_5_omni": save_qwen2_5_omni}
