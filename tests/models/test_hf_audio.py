@@ -183,3 +183,14 @@ def test_resume_is_exact_and_n_mels_is_checked(corpus, tmp_path):
         assert sorted(a[tag]) == [0, 1, 2, 3] and sorted(b[tag]) == [2, 3], (tag, a[tag], b[tag])
         for step in (2, 3):
             assert b[tag][step] == pytest.approx(a[tag][step], rel=1e-5, abs=1e-6), (tag, a[tag], b[tag])
+
+
+def test_whisper_encoder_with_a_local_causal_lm_learns(corpus, tmp_path):
+    """model=asr_whisper_qwen (a Whisper encoder + projector + any local HF causal LM, each
+    from its own save_pretrained folder) through speech-rl train: the learning test."""
+    from tests.models.tiny_hf_audio import save_whisper_and_lm
+
+    whisper, lm = save_whisper_and_lm(tmp_path / "parts")
+    length_learning_run(corpus, tmp_path / "run", "model=asr_whisper_qwen", f"model.tokenizer.path={lm}",
+                        f"model.encoder.pretrained_path={whisper}", f"model.llm.pretrained_path={lm}",
+                        "optim.lr=3e-3", "algorithm.beta=0.0")

@@ -89,3 +89,20 @@ def save_qwen2_5_omni(folder: Path, n_mels: int = 128, seed: int = 0) -> Path:
 
 
 SAVERS = {"qwen2_audio": save_qwen2_audio, "qwen3_asr": save_qwen3_asr, "qwen2_5_omni": save_qwen2_5_omni}
+
+
+def save_whisper_and_lm(folder: Path, n_mels: int = 80, seed: int = 0) -> tuple[Path, Path]:
+    """SLAM-LLM style parts: a tiny HF ``WhisperModel`` folder (its encoder is used) and a tiny
+    ``Qwen2ForCausalLM`` folder with the tokenizer."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, WhisperConfig, WhisperModel
+
+    whisper, lm = folder / "whisper", folder / "lm"
+    torch.manual_seed(seed)
+    WhisperModel(WhisperConfig(num_mel_bins=n_mels, d_model=64, encoder_layers=2, encoder_attention_heads=2,
+                               encoder_ffn_dim=128, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64,
+                               max_source_positions=500, max_target_positions=64, vocab_size=64, pad_token_id=1,
+                               bos_token_id=0, eos_token_id=2, decoder_start_token_id=0)
+                 ).save_pretrained(whisper)
+    tok = save_tokenizer(lm)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), tie_word_embeddings=True, **TEXT_SIZE)).save_pretrained(lm)
+    return whisper, lm
