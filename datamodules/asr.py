@@ -69,6 +69,8 @@ class ASRDataModule(L.LightningDataModule):
             ``seed``), missing manifests are synthesised with eSpeak NG first — the
             embedded default; ``{preset: open, out_dir, seed, jobs}`` synthesises the
             open-vocabulary corpus instead (``speech_rl.data.open_corpus``).
+        features: ``logmel`` (default; ``n_mels`` bins, Whisper's scaling) or ``waveform`` (the
+            samples, (n, 1) per utterance) for an encoder that reads waveforms (s3prl upstreams).
         extra_val: more validation sets, ``{name: manifest}``, each its own loader whose
             metrics are logged as ``<name>/wer`` ... beside ``val/*`` (e.g. ``val_long``:
             held-out long pool audio, for picking an RL checkpoint on long audio).
@@ -79,7 +81,8 @@ class ASRDataModule(L.LightningDataModule):
                  num_workers: int = 0, on_bad_row: str = "skip", check_audio: str = "full",
                  max_duration: float | None = 30.0, shuffle: bool = True, seed: int = 0,
                  bucket_by_length: bool = False, synth: dict | None = None,
-                 train_weights: list[float] | None = None, extra_val: dict[str, str] | None = None):
+                 train_weights: list[float] | None = None, extra_val: dict[str, str] | None = None,
+                 features: str = "logmel"):
         super().__init__()
         extra_val = dict(extra_val or {})
         for name in extra_val:
@@ -135,7 +138,7 @@ class ASRDataModule(L.LightningDataModule):
 
     def make_dataset(self, utts: list[Utterance], paths: str | list[str]) -> Dataset:
         """The Dataset over the kept utterances of ``paths`` (subclasses add fields)."""
-        return ManifestDataset(utts, self.hparams.sample_rate, self.hparams.n_mels)
+        return ManifestDataset(utts, self.hparams.sample_rate, self.hparams.n_mels, self.hparams.features)
 
     collate = staticmethod(collate_asr)
 

@@ -25,6 +25,11 @@ def _batches(ds: ManifestDataset, batch_size: int, progress: bool, desc: str):
     return tqdm(loader, desc=desc, unit="batch", leave=False)
 
 
+def encoder_input(encoder) -> str:
+    """What an audio encoder reads: ``logmel`` (default) or ``waveform`` (``input_kind``)."""
+    return getattr(encoder, "input_kind", "logmel")
+
+
 @torch.no_grad()
 def transcribe_manifest(policy: AudioLLM, manifest: str | Path, batch_size: int = 16, max_new_tokens: int = 128,
                         on_bad_row: str = "error", progress: bool = False) -> list[dict]:
@@ -32,7 +37,7 @@ def transcribe_manifest(policy: AudioLLM, manifest: str | Path, batch_size: int 
     (``progress``: a tqdm bar over the batches on stderr)."""
     # decode every file first: a bad row (even NaN samples) is found before any transcription
     utts, _ = read_manifest(manifest, on_bad_row=on_bad_row, check_audio="full")
-    ds = ManifestDataset(utts, n_mels=policy.encoder.n_mels)
+    ds = ManifestDataset(utts, n_mels=policy.encoder.n_mels, features=encoder_input(policy.encoder))
     engine = TorchEngine(policy.llm, policy.tokenizer.eos_id, policy.tokenizer.pad_id)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     out = []
@@ -84,7 +89,7 @@ def ctc_transcribe_manifest(policy: AudioLLM, head: torch.nn.Linear, manifest: s
     """Greedy CTC transcripts of the encoder (blank = the tokenizer's pad id, as in training):
     rows {id, ref, hyp, keywords} in manifest order, like ``transcribe_manifest``."""
     utts, _ = read_manifest(manifest, on_bad_row=on_bad_row, check_audio="full")
-    ds = ManifestDataset(utts, n_mels=policy.encoder.n_mels)
+    ds = ManifestDataset(utts, n_mels=policy.encoder.n_mels, features=encoder_input(policy.encoder))
     tok = policy.tokenizer
     out = []
     for batch in _batches(ds, batch_size, progress, f"CTC {source_path(manifest).name}"):

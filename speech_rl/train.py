@@ -43,8 +43,14 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
 def check_features(datamodule: Any, module: L.LightningModule) -> None:
     """The data's log-mel bins must be the ones the policy's audio encoder reads (Whisper
     large / Qwen2-Audio / Qwen3-ASR read 128, the tiny models and Whisper tiny 80)."""
-    want = getattr(getattr(getattr(module, "policy", None), "encoder", None), "n_mels", None)
-    have = (getattr(datamodule, "hparams", None) or {}).get("n_mels")
+    encoder = getattr(getattr(module, "policy", None), "encoder", None)
+    hp = getattr(datamodule, "hparams", None) or {}
+    kind, have_kind = getattr(encoder, "input_kind", "logmel"), hp.get("features", "logmel")
+    if encoder is not None and "features" in hp and kind != have_kind:
+        raise ValueError(f"data.features={have_kind}, but the model's audio encoder reads {kind}: "
+                         f"set data.features={kind}")
+    want = getattr(encoder, "n_mels", None) if kind == "logmel" else None
+    have = hp.get("n_mels")
     if want is not None and have is not None and int(want) != int(have):
         raise ValueError(f"data.n_mels={have}, but the model's audio encoder reads {want} mel bins: "
                          f"set data.n_mels={want}")

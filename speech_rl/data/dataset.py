@@ -31,13 +31,21 @@ class ASRBatch:
                         self.durations)
 
 
-class ManifestDataset(Dataset):
-    """Utterances of a manifest as dicts with log-mel ``feats`` (T, n_mels)."""
+FEATURES = ("logmel", "waveform")
 
-    def __init__(self, utterances: list[Utterance], sample_rate: int = 16000, n_mels: int = 80):
+
+class ManifestDataset(Dataset):
+    """Utterances of a manifest as dicts with ``feats``: log-mel (T, n_mels), or with
+    ``features="waveform"`` the samples themselves (n, 1), for encoders that read waveforms
+    (s3prl upstreams)."""
+
+    def __init__(self, utterances: list[Utterance], sample_rate: int = 16000, n_mels: int = 80,
+                 features: str = "logmel"):
+        if features not in FEATURES:
+            raise ValueError(f"data.features must be one of {FEATURES}, got {features!r}")
         self.utts = utterances
         self.sample_rate = sample_rate
-        self.logmel = LogMel(sample_rate=sample_rate, n_mels=n_mels)
+        self.logmel = LogMel(sample_rate=sample_rate, n_mels=n_mels) if features == "logmel" else None
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -45,7 +53,8 @@ class ManifestDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         u = self.utts[i]
         wav = torch.from_numpy(utterance_audio(u, self.sample_rate))
-        return {"id": u.id, "feats": self.logmel(wav), "text": u.text,
+        feats = self.logmel(wav) if self.logmel is not None else wav[:, None]
+        return {"id": u.id, "feats": feats, "text": u.text,
                 "keywords": list(u.keywords) if u.keywords is not None else None, "duration": u.duration}
 
 

@@ -107,10 +107,15 @@ class AudioLLM(nn.Module):
                              "(resample first)")
         dev = next(self.parameters()).device
         logmel = LogMel(sample_rate=sample_rate, n_mels=self.encoder.n_mels).to(dev)
+        raw = getattr(self.encoder, "input_kind", "logmel") == "waveform"
         out: list[str] = []
         for s in range(0, len(waves), batch_size):
-            feats = [logmel(torch.as_tensor(w, dtype=torch.float32, device=dev)) if len(w) >= logmel.n_fft
-                     else torch.zeros(1, logmel.n_mels, device=dev) for w in waves[s:s + batch_size]]
+            if raw:
+                feats = [torch.as_tensor(w, dtype=torch.float32, device=dev).reshape(-1, 1) if len(w)
+                         else torch.zeros(1, 1, device=dev) for w in waves[s:s + batch_size]]
+            else:
+                feats = [logmel(torch.as_tensor(w, dtype=torch.float32, device=dev)) if len(w) >= logmel.n_fft
+                         else torch.zeros(1, logmel.n_mels, device=dev) for w in waves[s:s + batch_size]]
             x, lens = pad_features(feats)
             out += self.transcribe(x, lens.to(dev), engine, params)
         return out
