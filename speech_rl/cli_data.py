@@ -84,7 +84,11 @@ def data_command(argv: list[str]) -> int:
     tk.add_argument("--tokenizer", required=True, help="tokenizer file: read it, or with --fit write it")
     tk.add_argument("--fit", action="store_true", help="fit the codebook on the first manifest first")
     tk.add_argument("--codebook-size", type=int, default=256)
-    tk.add_argument("--stack", type=int, default=4, help="log-mel frames (100 Hz) per token: 4 -> 25 Hz")
+    tk.add_argument("--stack", type=int, default=4, help="feature frames per token (log-mel at 100 Hz: 4 -> 25 Hz)")
+    tk.add_argument("--upstream", help="s3prl upstream whose hidden states are clustered instead of log-mel "
+                    "(fbank, mel, wavlm_local, hubert_local, ...; extra ssl)")
+    tk.add_argument("--upstream-path", help="its local checkpoint (wavlm_local, hubert_local)")
+    tk.add_argument("--upstream-layer", type=int, default=-1, help="which hidden state (-1: the last)")
     tk.add_argument("--fit-utts", type=int, default=2000)
     tk.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -124,7 +128,9 @@ def _tokenize(a) -> int:
     from speech_rl.tts.tokenize import fit_tokenizer, tokenize_manifest
 
     if a.fit:
-        tok, inertia = fit_tokenizer([a.manifests[0]], a.codebook_size, a.stack, a.fit_utts, a.seed)
+        up = {"upstream": a.upstream, "upstream_path": a.upstream_path, "upstream_layer": a.upstream_layer}
+        tok, inertia = fit_tokenizer([a.manifests[0]], a.codebook_size, a.stack, a.fit_utts, a.seed,
+                                     upstream=up if a.upstream else None)
         tok.save(a.tokenizer)
         print(f"tokenizer: {a.tokenizer} ({a.codebook_size} tokens at {tok.frame_rate:g} Hz, "
               f"mean sq. distance {inertia:.3f})")

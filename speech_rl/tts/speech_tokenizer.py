@@ -1,8 +1,10 @@
 """Speech tokenizer: audio -> discrete acoustic tokens at a fixed frame rate.
 
-Log-mel frames (100 Hz) are normalised per utterance (mean removed, which takes away
-much of the channel and some of the speaker colour), stacked ``stack`` at a time (4 ->
-25 Hz) and assigned to the nearest of ``K`` k-means centroids. The centroids are fitted
+Log-mel frames (100 Hz), or the hidden states of an s3prl upstream (``upstream="fbank"``,
+``"wavlm_local"`` with ``upstream_path``, ...: HuBERT-style units; extra ``ssl``), are
+normalised per utterance (mean removed, which takes away much of the channel and some of
+the speaker colour), stacked ``stack`` at a time (log-mel: 4 -> 25 Hz) and assigned to the
+nearest of ``K`` k-means centroids. The centroids are fitted
 on a corpus by ``fit`` (k-means++ initialisation, Lloyd iterations, seeded).
 
 k-means is written in torch here (about 30 lines): it runs on the features' device and
@@ -71,7 +73,8 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0, tol: float =
 
 class SpeechTokenizer(nn.Module):
     """waveform (n,) at ``sample_rate`` -> token ids (T,) long at ``frame_rate`` Hz,
-    ``T = (n // hop + 1) // stack`` (a last partial stack is dropped).
+    ``T = (n // hop + 1) // stack`` (a last partial stack is dropped; with an s3prl
+    ``upstream``, hop is its downsampling rate, e.g. 320 samples for WavLM).
 
     >>> tok = SpeechTokenizer(codebook_size=4)
     >>> tok.frame_rate
@@ -79,23 +82,42 @@ class SpeechTokenizer(nn.Module):
     """
 
     def __init__(self, codebook_size: int = 256, stack: int = 4, sample_rate: int = 16000, n_mels: int = 80,
-                 hop_length: int = 160):
+                 hop_length: int = 160, upstream: str | None = None, upstream_path: str | None = None,
+                 upstream_layer: int = -1):
         super().__init__()
         self.codebook_size, self.stack, self.sample_rate = codebook_size, stack, sample_rate
         self.mel = LogMel(sample_rate=sample_rate, hop_length=hop_length, n_mels=n_mels)
-        self.register_buffer("centroids", torch.zeros(codebook_size, stack * n_mels))
+        self.upstream_cfg = {"upstream": upstream, "upstream_path": upstream_path, "upstream_layer": upstream_layer}
+        self.ssl = None
+        dim, self.hop = n_mels, hop_length
+        if upstream:
+            if sample_rate != 16000:
+                raise ValueError(f"s3prl upstreams read 16 kHz audio, not {sample_rate}")
+            from speech_rl.models.s3prl_encoder import S3PRLEncoder
+
+            self.ssl = S3PRLEncoder(upstream, path=upstream_path, layer=upstream_layer).eval()
+            dim, self.hop = self.ssl.d_model, self.ssl.downsample_rate
+        self.register_buffer("centroids", torch.zeros(codebook_size, stack * dim))
         self.register_buffer("fitted", torch.tensor(False))
 
     @property
     def frame_rate(self) -> float:
-        return self.sample_rate / self.mel.hop_length / self.stack
+        return self.sample_rate / self.hop / self.stack
 
-    def frames(self, wav: torch.Tensor) -> torch.Tensor:
-        """waveform (n,) -> stacked, mean-normalised log-mel (T, stack * n_mels)."""
+    @torch.no_grad()
+    def features(self, wav: torch.Tensor) -> torch.Tensor:
+        """waveform (n,) -> log-mel (T, n_mels) or the upstream's hidden states (T, D)."""
         if wav.dim() != 1 or wav.numel() < self.mel.n_fft:
             raise ValueError(f"SpeechTokenizer wants a mono waveform of >= {self.mel.n_fft} samples, "
                              f"got shape {tuple(wav.shape)}")
-        m = self.mel(wav.float())
+        if self.ssl is None:
+            return self.mel(wav.float())
+        h, n = self.ssl(wav.float().reshape(1, -1, 1), torch.tensor([wav.numel()]))
+        return h[0, : int(n[0])]
+
+    def frames(self, wav: torch.Tensor) -> torch.Tensor:
+        """waveform (n,) -> stacked, mean-normalised features (T, stack * D)."""
+        m = self.features(wav)
         m = m - m.mean(0, keepdim=True)
         t = m.shape[0] // self.stack
         return m[: t * self.stack].reshape(t, -1)
@@ -119,12 +141,14 @@ class SpeechTokenizer(nn.Module):
 
     def config(self) -> dict:
         return {"codebook_size": self.codebook_size, "stack": self.stack, "sample_rate": self.sample_rate,
-                "n_mels": self.mel.n_mels, "hop_length": self.mel.hop_length}
+                "n_mels": self.mel.n_mels, "hop_length": self.mel.hop_length, **self.upstream_cfg}
 
     def save(self, path: str | Path) -> None:
         from speech_rl.checkpoint import atomic_torch_save
 
-        atomic_torch_save({"config": self.config(), "state_dict": self.state_dict()}, path)
+        # the codebook only: an s3prl upstream's weights come back from its own checkpoint
+        atomic_torch_save({"config": self.config(), "state_dict": {"centroids": self.centroids, "fitted": self.fitted}},
+                          path)
 
     @classmethod
     def load(cls, path: str | Path) -> "SpeechTokenizer":
@@ -133,5 +157,10 @@ class SpeechTokenizer(nn.Module):
             raise FileNotFoundError(f"speech tokenizer {p} does not exist (fit one with `speech-rl data tokenize --fit`)")
         blob = torch.load(p, map_location="cpu", weights_only=True)
         tok = cls(**blob["config"])
-        tok.load_state_dict(blob["state_dict"])
+        sd = blob["state_dict"]
+        if tuple(sd["centroids"].shape) != tuple(tok.centroids.shape):
+            raise ValueError(f"speech tokenizer {p}: codebook {tuple(sd['centroids'].shape)} does not fit its "
+                             f"features {tuple(tok.centroids.shape)}")
+        tok.centroids.copy_(sd["centroids"])
+        tok.fitted.fill_(bool(sd["fitted"]))
         return tok

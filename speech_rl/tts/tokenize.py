@@ -27,16 +27,17 @@ def tokens_path(manifest: str | Path) -> Path:
 
 
 def fit_tokenizer(manifests: list[str | Path], codebook_size: int = 256, stack: int = 4, max_utts: int = 2000,
-                  seed: int = 0, iters: int = 30) -> tuple[SpeechTokenizer, float]:
+                  seed: int = 0, iters: int = 30, upstream: dict | None = None) -> tuple[SpeechTokenizer, float]:
     """Fit a ``SpeechTokenizer`` on up to ``max_utts`` utterances (seeded random subset) of
-    ``manifests``. Returns (tokenizer, final mean squared distance)."""
+    ``manifests``; ``upstream``: ``{upstream, upstream_path, upstream_layer}`` for s3prl
+    features instead of log-mel. Returns (tokenizer, final mean squared distance)."""
     utts: list[Utterance] = []
     for m in manifests:
         utts += read_manifest(m, on_bad_row="skip", check_audio="header")[0]
     if not utts:
         raise ValueError(f"no usable utterances in {[str(m) for m in manifests]} to fit a speech tokenizer on")
     random.Random(seed).shuffle(utts)
-    tok = SpeechTokenizer(codebook_size=codebook_size, stack=stack)
+    tok = SpeechTokenizer(codebook_size=codebook_size, stack=stack, **(upstream or {}))
     wavs = [torch.from_numpy(utterance_audio(u, tok.sample_rate)) for u in utts[:max_utts]]
     t = time.perf_counter()
     inertia = tok.fit(wavs, iters=iters, seed=seed)

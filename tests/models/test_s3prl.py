@@ -67,3 +67,28 @@ def test_waveform_encoder_needs_waveform_data(corpus, tmp_path):
     out = run_cli("train", "experiment=asr_grpo_tiny", "model=asr_s3prl", "trainer.max_steps=1",
                   f"hydra.run.dir={tmp_path}", cwd=tmp_path, data_dir=corpus, check=False)
     assert out.returncode != 0 and "set data.features=waveform" in out.stdout + out.stderr
+
+
+def test_speech_tokenizer_on_wavlm_units(corpus, tmp_path):
+    """`speech-rl data tokenize --fit --upstream wavlm_local`: k-means on a local WavLM's
+    hidden states (HuBERT-style units), saved without the upstream's weights and read back."""
+    from speech_rl.tts.speech_tokenizer import SpeechTokenizer
+    from speech_rl.tts.tokenize import read_tokens
+    from tests.conftest import run_cli
+
+    ckpt = _tiny_wavlm(tmp_path / "wavlm.pt")
+    manifest = corpus / "embedded" / "train.jsonl"
+    tok_file = tmp_path / "units.pt"
+    run_cli("data", "tokenize", str(manifest), "--tokenizer", str(tok_file), "--fit", "--codebook-size", "16",
+            "--stack", "1", "--upstream", "wavlm_local", "--upstream-path", str(ckpt), cwd=tmp_path, data_dir=corpus)
+    assert "ssl." not in "".join(torch.load(tok_file, weights_only=True)["state_dict"])
+    tok = SpeechTokenizer.load(tok_file)
+    assert tok.frame_rate == 50.0 and tok.centroids.shape == (16, 64)
+    rows = read_tokens(manifest.with_name("train.tokens.jsonl"))
+    assert len(rows) == 24 and len({t for r in rows.values() for t in r}) > 4      # units in use, not one
+    import soundfile as sf
+    from speech_rl.data.manifest import read_manifest
+
+    u = read_manifest(manifest)[0][0]
+    wav, sr = sf.read(u.audio, dtype="float32")
+    assert tok(torch.from_numpy(wav)).tolist() == rows[u.id]
