@@ -93,7 +93,7 @@ class EngineWatch:
     def check(self, call: str) -> None:
         if self.dead():
             raise EngineDied(f"vLLM engine core process died (before {call}); vLLM's client shut itself down. "
-                             "Restart the run (resume=auto); if it was the OOM killer, lower rollout.memory_fraction "
+                             "Restart the run (resume=auto); if it was the OOM killer, lower rollout.engine_kwargs.memory_fraction "
                              "or VLLM_CPU_KVCACHE_SPACE")
 
     @contextlib.contextmanager
