@@ -307,12 +307,21 @@ def export_hf(policy, model_cfg: Mapping, out: str | Path, dtype: str = "float32
         raise RuntimeError(f"export --hf: weights do not fit {type(hf).__name__}: missing "
                            f"{sorted(ours)[:5]}, unexpected {sorted(unexpected)[:5]}")
     hf.to(getattr(torch, dtype))
+    return _write_folder(out, lambda tmp: (hf.save_pretrained(tmp, safe_serialization=True),
+                                           policy.tokenizer.tok.save_pretrained(tmp)), src)
+
+
+def _write_folder(out: Path, write: Callable[[Path], object], src: Path) -> Path:
+    """``write(tmp)`` into a temp folder beside ``out``, add ``src``'s other files (processor,
+    feature extractor, templates; not its weights), then rename it to ``out``: all or nothing."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"export --hf: {out} exists; give a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        hf.save_pretrained(tmp, safe_serialization=True)
-        policy.tokenizer.tok.save_pretrained(tmp)
-        for f in src.iterdir():                       # processor / feature-extractor / template files
+        write(tmp)
+        for f in src.iterdir():
             if f.is_file() and not (tmp / f.name).exists() and ".safetensors" not in f.name and ".bin" not in f.name:
                 shutil.copy2(f, tmp / f.name)
         tmp.rename(out)
@@ -324,11 +333,21 @@ def export_hf(policy, model_cfg: Mapping, out: str | Path, dtype: str = "float32
 
 def export_hf_checkpoint(checkpoint: str | Path, out: str | Path, dtype: str = "float32") -> Path:
     """``speech-rl export CKPT OUT --hf``: the policy of a speech-rl checkpoint of a
-    ``model.family`` model, written by ``export_hf``."""
+    ``model.family`` model, written by ``export_hf``; or a TTS system's LM loaded in
+    CosyVoice2's HF layout, written back as that full-vocabulary causal LM (``TTSLM.hf_lm``)."""
     from speech_rl.models.audio_llm import load_policy, read_checkpoint
 
     ckpt = read_checkpoint(checkpoint)
     model_cfg = (ckpt.get("hyper_parameters") or {}).get("model") or {}
+    if "n_codes" in model_cfg:                          # a TTS system: its LM, in CosyVoice2's HF layout
+        from speech_rl.tts.system import load_tts_system
+
+        lm = load_tts_system(checkpoint).lm
+        if lm.layout is None:
+            raise ValueError(f"export --hf: {checkpoint}'s TTS LM has speech-rl's own layout; --hf writes LMs "
+                             "loaded in CosyVoice2's HF layout (model.lm.speech_tokens)")
+        return _write_folder(out, lambda tmp: (lm.hf_lm().to(getattr(torch, dtype)).save_pretrained(tmp),
+                                               lm.tokenizer.tok.save_pretrained(tmp)), Path(lm.layout_path))
     if not model_cfg.get("family"):
         raise ValueError(f"export --hf: {checkpoint} is not of an HF audio LLM (model=hf_audio with model.family); "
                          "its model is speech-rl's own: export it without --hf")

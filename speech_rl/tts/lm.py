@@ -7,6 +7,17 @@ so its output head can only emit speech tokens or stop, and the rollout engines 
 it exactly like the ASR LLM (prompt embeddings in, token ids out). The vocabulary is
 the K codes plus ``eos`` (id ``K``), which also pads: a pad id of its own would be a
 token the head could sample.
+
+``llm.speech_tokens`` (with ``llm.pretrained_path``) takes instead a causal LM in CosyVoice2's
+Hugging Face layout (what its GRPO recipe converts the LLM to): one vocabulary of text tokens
+and speech tokens ``<|s_0|>`` ... ``<|s_K-1|>``, the prompt ``[<|sos|> | text | <|task_id|>]``
+(no speaker input: the LM of CosyVoice2 has none), speech tokens out until an EOS token, an
+untied ``lm_head`` that may carry a bias (read from the checkpoint's safetensors; transformers'
+``Qwen2ForCausalLM`` has no head bias and would drop it). The checkpoint's embedding table
+stays the text embedding; the LM gets an input table and a head of the K speech rows plus the
+EOS row (copies of the checkpoint's rows), so engines sample speech tokens or stop, exactly as
+with the default layout. ``hf_lm()`` writes the rows back into a full-vocabulary HF LM.
+The text tokenizer must then be the checkpoint's (``tokenizer: HFTokenizer``).
 """
 from __future__ import annotations
 
@@ -14,6 +25,8 @@ import torch
 from torch import nn
 
 from speech_rl.models.llm import build_causal_lm, response_logprobs
+
+SPEECH_TOKENS = {"token": "<|s_{}|>", "sos": "<|sos|>", "task_id": "<|task_id|>", "eos": "<|eos1|>"}
 
 
 class TTSLM(nn.Module):
@@ -26,12 +39,83 @@ class TTSLM(nn.Module):
             raise ValueError(f"TTSLM needs n_codes >= 2 and at least one speaker, got {n_codes}, {speakers!r}")
         self.tokenizer, self.n_codes, self.speakers = text_tokenizer, n_codes, list(speakers)
         self.eos_id = self.pad_id = n_codes
+        llm = dict(llm)
+        layout = llm.pop("speech_tokens", None)
+        self._spk_index = {s: i for i, s in enumerate(self.speakers)}
+        if layout is not None:                    # {} takes every default token name
+            self._from_hf_layout(llm, {**SPEECH_TOKENS, **dict(layout)})
+            return
+        self.layout = None
         self.llm = build_causal_lm(vocab_size=n_codes + 1, **llm)
         h = self.llm.get_input_embeddings().embedding_dim
         self.text_embed = nn.Embedding(text_tokenizer.vocab_size, h)
         self.spk_embed = nn.Embedding(len(self.speakers), h)
         self.sos = nn.Parameter(torch.randn(h) * 0.02)
-        self._spk_index = {s: i for i, s in enumerate(self.speakers)}
+
+    def _from_hf_layout(self, llm: dict, layout: dict) -> None:
+        """CosyVoice2's HF layout (see the module docstring)."""
+        path = llm.get("pretrained_path")
+        if not path:
+            raise ValueError("model.lm.speech_tokens needs model.lm.pretrained_path (a CosyVoice2-style HF LM folder)")
+        hf_tok = getattr(self.tokenizer, "tok", None)
+        if hf_tok is None:
+            raise ValueError("model.lm.speech_tokens needs the checkpoint's own text tokenizer "
+                             "(tokenizer: {_target_: speech_rl.data.tokenizer.HFTokenizer, path: <the LM folder>})")
+
+        def tid(name: str) -> int:
+            i = hf_tok.convert_tokens_to_ids(name)
+            if i is None or hf_tok.convert_ids_to_tokens(i) != name:
+                raise ValueError(f"{path}: the tokenizer has no token {name!r} (model.lm.speech_tokens)")
+            return i
+
+        self.layout_path = str(path)
+        rows = [tid(layout["token"].format(k)) for k in range(self.n_codes)] + [tid(layout["eos"])]
+        self.layout = {**layout, "rows": rows, "sos_id": tid(layout["sos"]), "task_id": tid(layout["task_id"])}
+        full = build_causal_lm(vocab_size=self.tokenizer.vocab_size, **llm)
+        emb, head = full.get_input_embeddings(), full.get_output_embeddings()
+        bias = head_bias(path)
+        idx = torch.tensor(rows)
+        with torch.no_grad():
+            small_in = nn.Embedding(len(rows), emb.embedding_dim).to(emb.weight.dtype)
+            small_in.weight.copy_(emb.weight[idx])
+            small_out = nn.Linear(emb.embedding_dim, len(rows), bias=bias is not None).to(head.weight.dtype)
+            small_out.weight.copy_(head.weight[idx])
+            if bias is not None:
+                small_out.bias.copy_(bias[idx])
+            self.sos = nn.Parameter(emb.weight[self.layout["sos_id"]].clone())
+            self.task = nn.Parameter(emb.weight[self.layout["task_id"]].clone())
+        self.text_embed = emb                               # the checkpoint's whole table embeds the text
+        full.set_input_embeddings(small_in)
+        full.lm_head = small_out
+        full.config.vocab_size, full.config.tie_word_embeddings = len(rows), False
+        self.llm = full
+
+    def hf_lm(self) -> nn.Module:
+        """CosyVoice2 layout: a full-vocabulary copy of the LM (an HF causal LM whose table is the
+        text table with this LM's speech / EOS / sos / task rows written back, and whose head has
+        them too: rows it does not train keep the checkpoint's), for ``save_pretrained``."""
+        if self.layout is None:
+            raise ValueError("hf_lm: this TTS LM has speech-rl's own layout (no HF vocabulary to write back into)")
+        full = build_causal_lm(vocab_size=self.tokenizer.vocab_size, pretrained_path=self.layout_path)
+        emb, head = full.get_input_embeddings(), full.get_output_embeddings()
+        bias = head_bias(self.layout_path)
+        idx = torch.tensor(self.layout["rows"])
+        with torch.no_grad():
+            emb.weight.copy_(self.text_embed.weight)
+            emb.weight[idx] = self.llm.get_input_embeddings().weight
+            emb.weight[self.layout["sos_id"]] = self.sos
+            emb.weight[self.layout["task_id"]] = self.task
+            if bias is not None or self.llm.lm_head.bias is not None:
+                new = nn.Linear(head.in_features, head.out_features, bias=True)
+                new.weight.copy_(head.weight)
+                new.bias.copy_(bias if bias is not None else torch.zeros(head.out_features))
+                head = full.lm_head = new
+            head.weight[idx] = self.llm.lm_head.weight
+            if head.bias is not None and self.llm.lm_head.bias is not None:
+                head.bias[idx] = self.llm.lm_head.bias
+        full.model.load_state_dict({k: v for k, v in self.llm.model.state_dict().items()
+                                    if not k.startswith("embed_tokens.")}, strict=False)
+        return full
 
     def speaker_ids(self, speakers: list[str], device=None) -> torch.Tensor:
         """Speaker names -> (B,) long; an unknown name raises, listing the known ones."""
@@ -41,17 +125,23 @@ class TTSLM(nn.Module):
             raise ValueError(f"unknown speaker {exc.args[0]!r}; this TTS LM knows {self.speakers}") from exc
 
     def prompt_embeds(self, texts: list[str], speakers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> left-padded ``[spk | text | sos]`` embeddings (B, Lp, H) and mask (B, Lp) long."""
+        """-> left-padded ``[spk | text | sos]`` (CosyVoice2 layout: ``[sos | text | task_id]``)
+        embeddings (B, Lp, H) and mask (B, Lp) long."""
         if len(texts) != len(speakers):
             raise ValueError(f"{len(texts)} texts but {len(speakers)} speakers")
         dev = self.sos.device
-        spk = self.spk_embed(self.speaker_ids(speakers, dev))                          # (B, H)
+        ids_of = self.speaker_ids(speakers, dev)                                          # (B,) (names checked)
+        spk = self.spk_embed(ids_of) if self.layout is None else None                   # (B, H)
         seqs = []
         for i, t in enumerate(texts):
             ids = self.tokenizer.encode(t)
             if not ids:
                 raise ValueError(f"empty text for TTS (row {i})")
-            seqs.append(torch.cat([spk[i:i + 1], self.text_embed(torch.tensor(ids, device=dev)), self.sos[None]]))
+            text = self.text_embed(torch.tensor(ids, device=dev))
+            if self.layout is None:
+                seqs.append(torch.cat([spk[i:i + 1], text, self.sos[None]]))
+            else:                                                                        # CosyVoice2
+                seqs.append(torch.cat([self.sos[None], text, self.task[None]]))
         lp = max(s.shape[0] for s in seqs)
         out = self.sos.new_zeros(len(seqs), lp, self.sos.shape[0])
         mask = torch.zeros(len(seqs), lp, dtype=torch.long, device=dev)
@@ -96,3 +186,24 @@ class TTSLM(nn.Module):
         pos = (full.cumsum(1) - 1).clamp(min=0)
         return self.llm(inputs_embeds=inputs, attention_mask=full, position_ids=pos, use_cache=False,
                         logits_to_keep=t + 1).logits[:, :t]
+
+
+def head_bias(path: str) -> torch.Tensor | None:
+    """``lm_head.bias`` from a checkpoint folder's safetensors (single file or sharded), or None."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    folder = Path(path)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shard = json.loads(index.read_text())["weight_map"].get("lm_head.bias")
+        files = [folder / shard] if shard else []
+    else:
+        files = [f for f in [folder / "model.safetensors"] if f.is_file()]
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            if "lm_head.bias" in st.keys():
+                return st.get_tensor("lm_head.bias").float()
+    return None

@@ -106,3 +106,30 @@ def save_whisper_and_lm(folder: Path, n_mels: int = 80, seed: int = 0) -> tuple[
     tok = save_tokenizer(lm)
     Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), tie_word_embeddings=True, **TEXT_SIZE)).save_pretrained(lm)
     return whisper, lm
+
+
+def save_cosyvoice2_lm(folder: Path, n_speech: int = 32, seed: int = 0) -> Path:
+    """A tiny causal LM in CosyVoice2's HF layout: Qwen2 over text tokens + ``<|s_0|>`` ...
+    speech tokens + ``<|sos|>``, ``<|task_id|>`` and three EOS tokens, an untied LM head with a
+    bias (saved as ``lm_head.bias``, which ``Qwen2ForCausalLM`` itself has no place for)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    specials = ["<|endoftext|>", "<|sos|>", "<|task_id|>", "<|eos1|>", "<|eos2|>", "<|eos3|>"] + \
+        [f"<|s_{k}|>" for k in range(n_speech)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(TEXT * 4, trainers.BpeTrainer(vocab_size=320 + n_speech, special_tokens=specials,
+                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast.save_pretrained(folder)
+    torch.manual_seed(seed)
+    lm = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(fast), tie_word_embeddings=False, **TEXT_SIZE))
+    head = torch.nn.Linear(TEXT_SIZE["hidden_size"], len(fast), bias=True)
+    with torch.no_grad():
+        head.weight.copy_(lm.lm_head.weight)
+        head.bias.normal_(0.0, 0.5)
+    lm.lm_head = head
+    lm.save_pretrained(folder)
+    return folder
