@@ -73,8 +73,13 @@ def _hf_greedy(hf, policy, family, feats, lens, audio_lens):
 def test_prompt_and_greedy_equal_the_family_class(checkpoint):
     """Encoder, projector, prompt and LM as speech-rl runs them (batched, torch engine) give the
     greedy transcript of the family's own HF class run on each utterance alone."""
+    import re
+
     family, folder = checkpoint
     policy = build_audio_llm(family=family, pretrained_path=str(folder)).eval()
+    pre, suf = policy.tokenizer.prompt_ids()
+    for name in re.findall(r"<\|[^|]+\|>|<asr_text>", FAMILIES[family].prompt):      # each special is one token
+        assert policy.tokenizer.tok.convert_tokens_to_ids(name) in pre + suf, name
     assert type(policy.llm).__name__ == {"qwen2_audio": "Qwen2ForCausalLM", "qwen3_asr": "Qwen3ForCausalLM",
                                          "qwen2_5_omni": "Qwen2ForCausalLM"}[family]
     feats, lens = _feats()

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>", "<|AUDIO|>",
-            "<|audio_start|>", "<|audio_end|>", "<|audio_pad|>", "<asr_text>"]
+            "<|audio_start|>", "<|audio_end|>", "<|audio_pad|>", "<asr_text>", "<|en|>"]
 TEXT = ["meet grace at the apex store in cairo", "priya and ingrid will meet near the adidas shop",
         "the quick brown fox jumps over the lazy dog", "language English", "detect the language and recognize "
         "the speech", "transcribe what you hear"]
