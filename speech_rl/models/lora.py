@@ -131,7 +131,7 @@ def base_is_rebuilt(model_cfg) -> bool:
     ``llm.pretrained_path``, ``llm.whisper_decoder``, a family model's ``pretrained_path``), so a checkpoint need not hold them.
     A randomly initialised base is kept in the checkpoint."""
     model_cfg = model_cfg or {}
-    llm = model_cfg.get("llm") or {}
+    llm = model_cfg.get("llm") or model_cfg.get("lm") or {}          # ASR: llm; TTS: lm
     return bool(model_cfg.get("init_from") or llm.get("pretrained_path") or llm.get("whisper_decoder")
                 or model_cfg.get("pretrained_path"))
 

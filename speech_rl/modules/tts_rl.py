@@ -22,6 +22,7 @@ and with audio ``audio`` / ``sample_rate``.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ from speech_rl.algorithms import (diffro_loss, group_advantages, kl_penalty, par
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.config_files import require_keys
 from speech_rl.metrics import ASRErrorRates, TextNormalizer
+from speech_rl.models.lora import AdaptersOff, is_lora
 from speech_rl.modules.rl_base import RLModule, skip_on_reward_timeout, decoder_layers, rollout_sampling_params
 from speech_rl.tts.system import TTSSystem, build_tts_system
 
@@ -61,7 +63,7 @@ class TTSRLModule(RLModule):
         self.tts: TTSSystem = build_tts_system(**model)
         for part in (self.tts.flow, self.tts.token_asr, self.tts.vocoder):      # only the LM learns
             part.requires_grad_(False).eval()
-        self.reference = self._init_reference(self.tts.lm) if self.algo.needs_reference else None
+        self.reference = self._tts_reference() if self.algo.needs_reference else None
         self.rewards = RewardSet.from_config(reward)
         self.group_size = self.algo.group_size
         self.train_params = rollout_sampling_params(rollout)
@@ -76,6 +78,17 @@ class TTSRLModule(RLModule):
         self.needs_audio = bool(rollout["needs_audio"]) or self.waveform_asr is not None
         self.val_metric = ASRErrorRates(TextNormalizer())
         self._flow_gen = torch.Generator().manual_seed(int(seed))      # re-seeded per rank in setup
+
+    def _tts_reference(self) -> nn.Module:
+        """The frozen reference TTS LM: a copy; under LoRA the same TTS LM (its prompt tables are
+        frozen then) over the causal LM with adapters off (``AdaptersOff``): no second copy."""
+        lm = self.tts.lm
+        if not is_lora(lm.llm):
+            return self._init_reference(lm)
+        ref = copy.copy(lm)
+        ref._modules, ref._parameters = dict(lm._modules), dict(lm._parameters)   # shared, not copied
+        ref.llm = AdaptersOff(lm.llm)
+        return ref
 
     def train(self, mode: bool = True) -> "TTSRLModule":
         """Frozen parts (flow, vocoder, token ASR, reference, waveform ASR) stay in eval mode."""
@@ -112,6 +125,9 @@ class TTSRLModule(RLModule):
         return self.tts.lm.llm
 
     def fsdp_units(self) -> list[nn.Module]:
+        if is_lora(self.tts.lm.llm):
+            raise ValueError("model.lora under FSDP2 is not supported yet: train LoRA under DDP or one device, "
+                             "or set model.lora.r=0 for FSDP2")
         units = [*decoder_layers(self.tts.lm.llm), self.tts.lm]
         if self.reference is not None:
             units += [*decoder_layers(self.reference.llm), self.reference]

@@ -57,11 +57,13 @@ class TTSSystem(nn.Module):
 
 def build_tts_system(tokenizer: Any, n_codes: int, speakers: list[str], lm: dict, flow: dict | None = None,
                      token_asr: dict | None = None, vocoder: Any = None, flow_steps: int = 10,
-                     init_from: str | None = None) -> TTSSystem:
+                     init_from: str | None = None, lora: dict | None = None) -> TTSSystem:
     """From config: ``tokenizer`` a Hydra ``_target_`` dict (or object); ``lm`` the
     ``build_causal_lm`` kwargs; ``flow`` / ``token_asr`` kwargs of FlowDecoder / TokenASR;
     ``vocoder`` a ``_target_`` dict (default Griffin-Lim); ``init_from`` a speech-rl
-    checkpoint whose ``tts.*`` keys are this system."""
+    checkpoint whose ``tts.*`` keys are this system. ``lora`` (``{r, alpha, dropout,
+    target_modules}``; ``r: 0`` is off) then puts LoRA adapters on the LM's causal LM
+    (``speech_rl.models.lora``): its base weights and the prompt tables freeze."""
     tok = instantiate(tokenizer) if isinstance(tokenizer, dict) or hasattr(tokenizer, "_target_") else tokenizer
     voc = instantiate(vocoder) if isinstance(vocoder, dict) or hasattr(vocoder, "_target_") else (vocoder or GriffinLimVocoder())
     system = TTSSystem(TTSLM(tok, n_codes, list(speakers), dict(lm)),
@@ -69,6 +71,13 @@ def build_tts_system(tokenizer: Any, n_codes: int, speakers: list[str], lm: dict
                        TokenASR(n_codes, tok, **dict(token_asr or {})), voc, flow_steps)
     if init_from:
         load_tts_weights(system, init_from)
+    if lora and int(lora.get("r") or 0) > 0:
+        from speech_rl.models.lora import apply_lora
+
+        system.lm.llm = apply_lora(system.lm.llm, **dict(lora))
+        for name, p in system.lm.named_parameters():          # only the adapters of the LM learn
+            if not name.startswith("llm."):
+                p.requires_grad_(False)
     return system
 
 
@@ -86,9 +95,22 @@ def load_tts_system(checkpoint: str | Path) -> TTSSystem:
     p = Path(checkpoint)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
-    hp = torch.load(p, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    hp = ckpt.get("hyper_parameters", {})
     if "model" not in hp or "n_codes" not in hp["model"]:
         raise ValueError(f"checkpoint {p} has no speech-rl TTS model hyper-parameters (hyper_parameters.model)")
-    system = build_tts_system(**dict(hp["model"], init_from=None))
-    load_tts_weights(system, p)
+    base_dropped = bool((ckpt.get("speech_rl") or {}).get("lora_base_dropped"))
+    init_from = hp["model"].get("init_from") if base_dropped else None
+    if base_dropped and not (init_from and Path(init_from).is_file()):
+        raise FileNotFoundError(f"checkpoint {p} holds LoRA adapters without their base, which came from "
+                                f"model.init_from {init_from}: that file does not exist")
+    system = build_tts_system(**dict(hp["model"], init_from=init_from))
+    if base_dropped:
+        from speech_rl.checkpoint import load_module_state
+        from speech_rl.models.lora import fill_frozen, frozen_base_names
+
+        fill_frozen(ckpt["state_dict"], system, frozen_base_names(system, system.lm.llm), prefix="tts.")
+        load_module_state(system, ckpt, p, "tts", "TTS system")
+    else:
+        load_tts_weights(system, p)
     return system.eval()

@@ -72,3 +72,37 @@ def test_waveform_recognizer_runs_flow_and_reads_the_audio(tts_data, tmp_path):
     ck = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     for k, v in asr.state_dict().items():                                 # frozen: saved as loaded
         torch.testing.assert_close(ck["state_dict"][f"waveform_asr.{k}"], v, rtol=0, atol=0)
+
+
+def test_lora_on_the_tts_lm_trains_adapters_only_and_reloads(tts_data, tmp_path):
+    """model.lora.r=4 for TTS GRPO from a supervised base (model.init_from): only the adapters
+    change, the checkpoint holds no frozen LM weights, and load_tts_system rebuilds the base from
+    init_from and puts the trained adapters back."""
+    import torch
+
+    from speech_rl.tts.system import load_tts_system
+
+    sft, rl = tmp_path / "sft", tmp_path / "rl"
+    run_cli("train", "experiment=tts_sft_base", "trainer.max_steps=2", "trainer.val_check_interval=2",
+            "optim.warmup_steps=0", f"hydra.run.dir={sft}", *TINY, cwd=tmp_path, data_dir=tts_data)
+    base = sft / "checkpoints" / "last.ckpt"
+    run_cli("train", "experiment=tts_rl", "algorithm=grpo", "algorithm.group_size=4", "reward=tts_r12",
+            "rollout.max_new_tokens=20", "rollout.val_max_new_tokens=20", "trainer.max_steps=3", "optim.lr=1e-2",
+            "trainer.val_check_interval=3", f"model.init_from={base}", "model.lora.r=4", f"hydra.run.dir={rl}",
+            *TINY, cwd=tmp_path, data_dir=tts_data)
+    s = scalars(rl / "tensorboard")
+    assert len(s["train/loss"]) == 3 and all(math.isfinite(v) for v in s["train/loss"]) and max(s["train/kl"]) > 0
+    ck = torch.load(rl / "checkpoints" / "last.ckpt", weights_only=False)
+    sd = ck["state_dict"]
+    assert ck["speech_rl"]["lora_base_dropped"] > 0
+    assert not any(k.startswith("tts.lm.llm.") and ".lora_" not in k for k in sd)
+    lora_b = {k: v for k, v in sd.items() if k.startswith("tts.lm.llm.") and ".lora_B." in k}
+    assert lora_b and any(v.abs().max() > 0 for v in lora_b.values())          # peft starts B at 0: trained
+    system = load_tts_system(rl / "checkpoints" / "last.ckpt")
+    own = dict(system.named_parameters())
+    for k, v in lora_b.items():
+        torch.testing.assert_close(own[k[len("tts."):]], v)
+    sft_sd = torch.load(base, weights_only=False)["state_dict"]
+    merged_free = {n: p for n, p in system.lm.llm.get_base_model().named_parameters() if ".lora_" not in n}
+    q = next(n for n in merged_free if n.endswith("layers.0.self_attn.q_proj.base_layer.weight"))
+    torch.testing.assert_close(merged_free[q], sft_sd["tts.lm.llm." + q.replace(".base_layer", "")])
