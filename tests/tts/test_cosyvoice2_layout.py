@@ -67,6 +67,16 @@ def _layout_overrides(folder):
             "trainer.enable_progress_bar=false"]
 
 
+SHORT_PLUGIN = '''
+from rewards import register_reward
+
+@register_reward("few_tokens")
+def few_tokens(tokens, **_):
+    """Shorter speech is better: minus the tokens / 10."""
+    return [-len(t) / 10.0 for t in tokens]
+'''
+
+
 def test_sft_then_grpo_on_the_cosyvoice2_layout(folder, tmp_path):
     data, sft, rl = tmp_path / "data", tmp_path / "sft", tmp_path / "rl"
     run_cli("train", "experiment=tts_sft_base", "trainer.max_steps=8", "trainer.val_check_interval=4",
@@ -78,13 +88,20 @@ def test_sft_then_grpo_on_the_cosyvoice2_layout(folder, tmp_path):
     assert system.lm.layout is not None and system.lm.llm.lm_head.out_features == K + 1
     lm = scalars(sft / "tensorboard")["train/lm"]
     assert len(lm) == 8 and sum(lm[-2:]) / 2 < lm[0] and all(math.isfinite(v) for v in lm)
-    run_cli("train", "experiment=tts_rl", "algorithm=grpo", "algorithm.group_size=2", "reward=tts_r12",
-            "rollout.max_new_tokens=20", "rollout.val_max_new_tokens=20", "trainer.max_steps=2",
-            "trainer.val_check_interval=2", "callbacks.collapse=null", f"model.init_from={sft}/checkpoints/last.ckpt",
+    # GRPO learns on it: one plugin reward (fewer speech tokens is better), the sampled length falls
+    plugin = tmp_path / "outside" / "short.py"
+    plugin.parent.mkdir()
+    plugin.write_text(SHORT_PLUGIN)
+    run_cli("train", "experiment=tts_rl", "algorithm=grpo", "algorithm.group_size=4", "algorithm.beta=0.0",
+            f"reward.plugins=[{plugin}]", "~reward.terms", "+reward.terms={few_tokens:{weight:1.0}}",
+            "rollout.max_new_tokens=40", "rollout.val_max_new_tokens=20", "trainer.max_steps=16", "optim.lr=1e-2",
+            "trainer.val_check_interval=16", "callbacks.collapse=null", f"model.init_from={sft}/checkpoints/last.ckpt",
             "data.synth.splits={train: 16, val: 4}", f"hydra.run.dir={rl}", *_layout_overrides(folder),
             cwd=tmp_path, data_dir=data)
     s = scalars(rl / "tensorboard")
-    assert len(s["train/loss"]) == 2 and all(math.isfinite(v) for v in s["train/loss"])
+    assert len(s["train/loss"]) == 16 and all(math.isfinite(v) for v in s["train/loss"])
+    length = s["train/response_len"]
+    assert sum(length[-4:]) / 4 < 0.5 * sum(length[:3]) / 3, length
     # the RL checkpoint's LM back in the HF layout: the same logits as the trained TTS LM
     out = tmp_path / "exported"
     run_cli("export", str(rl / "checkpoints" / "last.ckpt"), str(out), "--hf", cwd=tmp_path, data_dir=data)
