@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from speech_rl.atomic import atomic_open
-from speech_rl.data.dataset import ManifestDataset, collate_asr
+from speech_rl.data.dataset import ManifestDataset, collate_asr, encoder_input
 from speech_rl.data.formats import source_path
 from speech_rl.data.manifest import read_manifest
 from speech_rl.engines import SamplingParams, TorchEngine
@@ -23,11 +23,6 @@ def _batches(ds: ManifestDataset, batch_size: int, progress: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(loader, desc=desc, unit="batch", leave=False)
-
-
-def encoder_input(encoder) -> str:
-    """What an audio encoder reads: ``logmel`` (default) or ``waveform`` (``input_kind``)."""
-    return getattr(encoder, "input_kind", "logmel")
 
 
 @torch.no_grad()

@@ -41,11 +41,14 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
 
 
 def check_features(datamodule: Any, module: L.LightningModule) -> None:
-    """The data's log-mel bins must be the ones the policy's audio encoder reads (Whisper
+    """The data's features must be what the policy's audio encoder reads: ``data.features``
+    (log-mel, or waveforms for s3prl upstreams) and, for log-mel, ``data.n_mels`` (Whisper
     large / Qwen2-Audio / Qwen3-ASR read 128, the tiny models and Whisper tiny 80)."""
+    from speech_rl.data.dataset import encoder_input
+
     encoder = getattr(getattr(module, "policy", None), "encoder", None)
     hp = getattr(datamodule, "hparams", None) or {}
-    kind, have_kind = getattr(encoder, "input_kind", "logmel"), hp.get("features", "logmel")
+    kind, have_kind = encoder_input(encoder), hp.get("features", "logmel")
     if encoder is not None and "features" in hp and kind != have_kind:
         raise ValueError(f"data.features={have_kind}, but the model's audio encoder reads {kind}: "
                          f"set data.features={kind}")

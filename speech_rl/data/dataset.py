@@ -34,6 +34,12 @@ class ASRBatch:
 FEATURES = ("logmel", "waveform")
 
 
+def encoder_input(encoder) -> str:
+    """What an audio encoder reads, one of ``FEATURES``: its ``input_kind`` (s3prl upstreams:
+    ``waveform``), else ``logmel``."""
+    return getattr(encoder, "input_kind", "logmel")
+
+
 class ManifestDataset(Dataset):
     """Utterances of a manifest as dicts with ``feats``: log-mel (T, n_mels), or with
     ``features="waveform"`` the samples themselves (n, 1), for encoders that read waveforms

@@ -105,9 +105,11 @@ class AudioLLM(nn.Module):
         if sample_rate != 16000:
             raise ValueError(f"transcribe_waveforms: audio at {sample_rate} Hz, the ASR front end reads 16000 Hz "
                              "(resample first)")
+        from speech_rl.data.dataset import encoder_input
+
         dev = next(self.parameters()).device
-        logmel = LogMel(sample_rate=sample_rate, n_mels=self.encoder.n_mels).to(dev)
-        raw = getattr(self.encoder, "input_kind", "logmel") == "waveform"
+        raw = encoder_input(self.encoder) == "waveform"
+        logmel = None if raw else LogMel(sample_rate=sample_rate, n_mels=self.encoder.n_mels).to(dev)
         out: list[str] = []
         for s in range(0, len(waves), batch_size):
             if raw:
