@@ -27,6 +27,10 @@ def build_engine(name: str, **kwargs) -> RolloutEngine:
     """Build engine ``name``; an unknown name lists the registered ones."""
     if name not in _ENGINES:
         raise ValueError(f"unknown rollout engine {name!r}; available: {', '.join(available_engines())}")
+    only = getattr(kwargs.get("lm"), "rollout_engines", None)
+    if only is not None and name not in only:
+        raise ValueError(f"rollout engine {name!r} cannot serve {type(kwargs['lm']).__name__} "
+                         f"(it serves decoder-only LMs from prompt embeddings): use rollout={'|'.join(only)}")
     return _ENGINES[name](**kwargs)
 
 

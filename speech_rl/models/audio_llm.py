@@ -162,7 +162,10 @@ def build_audio_llm(tokenizer: Any = None, encoder: Any = None, llm: dict | None
         tok = instantiate(tokenizer) if isinstance(tokenizer, dict) or hasattr(tokenizer, "_target_") else tokenizer
         enc = instantiate(encoder) if isinstance(encoder, dict) or hasattr(encoder, "_target_") else encoder
         lm = build_causal_lm(vocab_size=tok.vocab_size, **dict(llm))
-        proj = Projector(enc.d_model, lm.get_input_embeddings().embedding_dim, **dict(projector or {}))
+        if hasattr(lm, "audio_projector"):                 # an LM that reads audio its own way (WhisperCrossLM)
+            proj = lm.audio_projector(enc.d_model, **dict(projector or {}))
+        else:
+            proj = Projector(enc.d_model, lm.get_input_embeddings().embedding_dim, **dict(projector or {}))
         model = AudioLLM(tok, enc, proj, lm)
         parts = {"tokenizer": tokenizer, "encoder": encoder, "llm": llm, "projector": projector}
         config = parts if all(isinstance(v, Mapping) or v is None for v in parts.values()) else None

@@ -11,19 +11,32 @@ def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_
                     num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
                     intermediate_size: int | None = None, max_positions: int = 1024,
                     tie_word_embeddings: bool = True, attn_implementation: str = "sdpa",
-                    whisper_decoder: str | None = None, gradient_checkpointing: bool = False) -> nn.Module:
+                    whisper_decoder: str | None = None, whisper_cross: str | None = None,
+                    full_window: bool = True, gradient_checkpointing: bool = False) -> nn.Module:
     """A Hugging Face causal LM that accepts ``inputs_embeds``.
 
     With ``pretrained_path``, ``AutoModelForCausalLM.from_pretrained(path, local_files_only=True)``
     (its embeddings are resized to ``vocab_size`` if smaller); with ``whisper_decoder`` (a
     CTranslate2 or HF Whisper folder, or ``pkg:PACKAGE/dir``), Whisper's pretrained text
     decoder as a GPT-2 without cross-attention (``whisper_ct2.whisper_decoder_lm``, positions
-    up to ``max_positions``); otherwise a randomly initialised ``Qwen2ForCausalLM`` of the
-    given size. ``gradient_checkpointing`` recomputes each decoder layer's activations in
+    up to ``max_positions``); with ``whisper_cross`` (the same kinds of folder), Whisper's
+    decoder *with* its cross-attention over the prompt's audio rows
+    (``whisper_xattn.WhisperCrossLM``; ``full_window``: the audio memory is the encoder's whole
+    30 s window); otherwise a randomly initialised ``Qwen2ForCausalLM`` of the given size. ``gradient_checkpointing`` recomputes each decoder layer's activations in
     the backward pass (HF's ``gradient_checkpointing_enable``, non-reentrant): less memory
     for the policy update, more compute; ``response_logprobs`` then runs each prompt once
     per response, since HF turns the KV cache off under checkpointing.
     """
+    if whisper_cross:
+        if pretrained_path or whisper_decoder or gradient_checkpointing:
+            raise ValueError("llm.whisper_cross: no pretrained_path / whisper_decoder / gradient_checkpointing with it")
+        from speech_rl.models.whisper_xattn import whisper_cross_lm
+
+        lm = whisper_cross_lm(whisper_cross, full_window=full_window)
+        if lm.get_input_embeddings().num_embeddings < vocab_size:
+            raise ValueError(f"llm.whisper_cross {whisper_cross}: {lm.get_input_embeddings().num_embeddings} "
+                             f"embeddings < the tokenizer's {vocab_size}: use its own WhisperTextTokenizer")
+        return lm
     lm = _build_causal_lm(vocab_size, pretrained_path, hidden_size, num_layers, num_heads, num_kv_heads,
                           intermediate_size, max_positions, tie_word_embeddings, attn_implementation, whisper_decoder)
     if gradient_checkpointing:
