@@ -132,12 +132,19 @@ def write_hf_folder(lm: nn.Module, folder: str | Path) -> None:
     files on rank 0 only (``should_save_on_this_rank``), so under DDP / FSDP the other ranks'
     engines found an empty folder. Tied tensors are stored once (the later name, e.g.
     ``lm_head.weight`` tied to the embeddings, is dropped, as ``save_pretrained`` does;
-    the config's ``tie_word_embeddings`` restores it); DTensor (FSDP2) values are gathered,
+    the config's ``tie_word_embeddings`` restores it); ``architectures`` names the model's
+    class (an LM split out of an audio LLM carries its family's); DTensor values are gathered,
     so under FSDP2 every rank must call this together."""
     from safetensors.torch import save_file
 
+    import copy
+
+    from speech_rl.hf_cache import hf_model
+
     folder = Path(folder)
-    lm.config.save_pretrained(folder)
+    config = copy.deepcopy(lm.config)
+    config.architectures = [type(hf_model(lm)).__name__]      # as save_pretrained sets it: vLLM picks its class by it
+    config.save_pretrained(folder)
     state, seen = {}, set()
     for name, t in lm.state_dict().items():
         t = t.full_tensor() if hasattr(t, "full_tensor") else t
