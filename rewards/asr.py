@@ -3,13 +3,15 @@
 Fields a reward may read (lists of length N, one entry per sample):
 ``hyp`` (decoded hypothesis), ``ref`` (reference text), ``keywords`` (list of str or
 None), ``duration`` (audio seconds), ``id`` (utterance id), ``tokens`` (response ids).
+The text rewards compare after ``normalizer`` (plain: ``lowercase`` / ``remove_punctuation``;
+whisper: Whisper's English normaliser), which ``RewardSet`` sets from the run's ``text_normalizer``.
 """
 from __future__ import annotations
 
 import unicodedata
 
 from rewards.registry import register_reward
-from speech_rl.metrics.text import TextNormalizer, keyword_counts, ngram_loop, word_errors
+from speech_rl.metrics.text import keyword_counts, make_normalizer, ngram_loop, word_errors
 
 
 @register_reward("wer")
@@ -22,9 +24,9 @@ class WERReward:
     ``clip_min`` bounds the reward from below (a looping hypothesis can have WER >> 1).
     """
 
-    def __init__(self, lowercase: bool = True, remove_punctuation: bool = True,
+    def __init__(self, lowercase: bool = True, remove_punctuation: bool = True, normalizer: str = "plain",
                  clip_min: float | None = None):
-        self.norm = TextNormalizer(lowercase=lowercase, remove_punctuation=remove_punctuation)
+        self.norm = make_normalizer(normalizer, lowercase, remove_punctuation)
         self.clip_min = clip_min
 
     def __call__(self, hyp: list[str], ref: list[str], **_) -> list[float]:
@@ -92,8 +94,8 @@ class HallucinationReward:
     [0.0, -1.0]
     """
 
-    def __init__(self, lowercase: bool = True, remove_punctuation: bool = True, **rules):
-        self.norm = TextNormalizer(lowercase=lowercase, remove_punctuation=remove_punctuation)
+    def __init__(self, lowercase: bool = True, remove_punctuation: bool = True, normalizer: str = "plain", **rules):
+        self.norm = make_normalizer(normalizer, lowercase, remove_punctuation)
         self.rules = rules
         detect_hallucination("", "", None, **rules)   # fail at build time on an unknown rule name
         self.last_reasons: list[str | None] = []
@@ -135,11 +137,12 @@ class TruncationReward:
     [0.0, -1.0]
     """
 
-    def __init__(self, lowercase: bool = True, remove_punctuation: bool = True, min_len_ratio: float = 0.75,
+    def __init__(self, lowercase: bool = True, remove_punctuation: bool = True, normalizer: str = "plain",
+                 min_len_ratio: float = 0.75,
                  len_slack: int = 1):
         if not 0.0 < min_len_ratio <= 1.0:
             raise ValueError(f"truncation reward: min_len_ratio must be in (0, 1], got {min_len_ratio}")
-        self.norm = TextNormalizer(lowercase=lowercase, remove_punctuation=remove_punctuation)
+        self.norm = make_normalizer(normalizer, lowercase, remove_punctuation)
         self.min_len_ratio, self.len_slack = min_len_ratio, len_slack
         self.last_reasons: list[str | None] = []
 
@@ -163,8 +166,8 @@ class KeywordReward:
     [None]
     """
 
-    def __init__(self, lowercase: bool = True, remove_punctuation: bool = True):
-        self.norm = TextNormalizer(lowercase=lowercase, remove_punctuation=remove_punctuation)
+    def __init__(self, lowercase: bool = True, remove_punctuation: bool = True, normalizer: str = "plain"):
+        self.norm = make_normalizer(normalizer, lowercase, remove_punctuation)
 
     def __call__(self, hyp: list[str], ref: list[str], keywords: list[list[str] | None] | None = None,
                  **_) -> list[float | None]:

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
-from rewards.registry import RewardError, get_reward, load_plugins
+from rewards.registry import RewardError, accepts_param, get_reward, load_plugins
 
 
 class RewardTimeout(RewardError):
@@ -80,7 +80,7 @@ class RewardSet:
     """
 
     def __init__(self, terms: Mapping[str, Mapping[str, Any]] | list[RewardTerm], plugins: list[str] | None = None,
-                 timeout_s: float | None = None, on_timeout: str = "error"):
+                 timeout_s: float | None = None, on_timeout: str = "error", normalizer: str | None = None):
         if on_timeout not in ("error", "skip"):
             raise RewardError(f"reward.on_timeout must be 'error' or 'skip', got {on_timeout!r}")
         if timeout_s is not None and not float(timeout_s) > 0:
@@ -99,15 +99,21 @@ class RewardSet:
         if not terms:
             raise RewardError("no rewards configured (reward.terms is empty)")
         self.terms = list(terms)
+        if normalizer is not None:       # the run's text_normalizer, for every reward that takes one
+            for t in self.terms:
+                if "normalizer" not in t.params and accepts_param(t.name, "normalizer"):
+                    t.params = dict(t.params, normalizer=normalizer)
         self.fns = {t.name: get_reward(t.name, **t.params) for t in self.terms}
 
     @classmethod
     def from_config(cls, reward: Mapping[str, Any]) -> "RewardSet":
         """From a ``reward`` config group: ``terms``, ``plugins``, ``timeout_s`` (per reward
         call, null: none) and ``on_timeout`` (error: stop naming the reward; skip: the RL step
-        skips the batch and counts it in ``train/reward_timeouts``)."""
+        skips the batch and counts it in ``train/reward_timeouts``), ``normalizer`` (the
+        run's ``text_normalizer``: plain | whisper, given to each reward that takes one and
+        does not set its own)."""
         return cls(reward.get("terms", {}), reward.get("plugins"), reward.get("timeout_s"),
-                   reward.get("on_timeout", "error"))
+                   reward.get("on_timeout", "error"), reward.get("normalizer"))
 
     @property
     def names(self) -> list[str]:

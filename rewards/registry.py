@@ -66,6 +66,15 @@ def get_reward(name: str, **params: Any) -> Callable[..., list]:
     return fn
 
 
+def accepts_param(name: str, param: str) -> bool:
+    """Whether the reward registered as ``name`` takes a keyword ``param`` by name (its class
+    init's or its function's own parameter; ``**kwargs`` does not count)."""
+    obj = _REGISTRY.get(name)
+    if obj is None:
+        return False
+    return param in inspect.signature(obj.__init__ if inspect.isclass(obj) else obj).parameters
+
+
 def load_plugins(plugins: list[str] | None) -> list[str]:
     """Import reward plugin modules given as file paths (``/x/my_rewards.py``) or dotted
     paths (``mypkg.rewards``) so that their ``@register_reward`` run. Returns the names

@@ -88,12 +88,9 @@ def _eval(argv: list[str]) -> int:
         rows = WhisperJudge(a.whisper_model or DEFAULT_MODEL).transcribe_manifest(source, bad, progress=True)
     else:
         rows = _checkpoint_rows(a, source, bad)
-    normalizer = None
-    if normalizer_name == "whisper":
-        from speech_rl.judge import WhisperNormalizer
+    from speech_rl.metrics import make_normalizer
 
-        normalizer = WhisperNormalizer()
-    res = score(rows, normalizer)
+    res = score(rows, make_normalizer(normalizer_name))
     if a.hyp_out:
         write_hyps(rows, a.hyp_out)
     if a.save:

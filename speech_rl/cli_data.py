@@ -151,12 +151,9 @@ def _select(a) -> int:
         pool += read_manifest(source_arg(m, a), on_bad_row="skip", check_audio="header")[0]
     systems = [read_hypotheses(h) for h in a.hyps]
     rules = SelectionRules(a.disagree_wer, a.loop_repeats, a.long_seconds, a.min_keywords)
-    normalizer = None
-    if a.normalizer == "whisper":
-        from speech_rl.judge import WhisperNormalizer
+    from speech_rl.metrics import make_normalizer
 
-        normalizer = WhisperNormalizer()
-    subsets, report = select_subsets(pool, systems, sizes, rules, a.seed, normalizer)
+    subsets, report = select_subsets(pool, systems, sizes, rules, a.seed, make_normalizer(a.normalizer))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, utts in subsets.items():

@@ -104,3 +104,9 @@ def test_asr_corpus_splits_keep_their_synthesis_order():
                 "test_short", "test_long", "rl_pool", "rl_pool_long", "val_long", "rl_pool_heldout",
                 "rl_pool_long_heldout"]
     assert splits[: len(measured)] == measured
+
+
+def test_text_normalizer_is_one_key_for_rewards_and_validation(tmp_path):
+    cfg = _compose(["experiment=asr_rl_open", "text_normalizer=whisper"], tmp_path)
+    assert cfg.reward.normalizer == "whisper" and cfg.module.normalizer == "whisper"
+    assert _compose(["experiment=asr_sft_open_xattn"], tmp_path).module.normalizer == "plain"

@@ -34,6 +34,40 @@ class TextNormalizer:
         return _SPACE.sub(" ", t).strip()
 
 
+class WhisperNormalizer:
+    """Whisper's English normaliser (numbers to digits, contractions expanded, punctuation
+    dropped), callable like ``TextNormalizer``; for systems that write Whisper-style text
+    (cased, punctuated, digits), applied to both sides.
+
+    >>> WhisperNormalizer()("Seven hundred and twenty people, isn't it?")
+    '720 people is not it'
+    """
+
+    def __init__(self):
+        from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+        self._norm = EnglishTextNormalizer({})
+
+    def __call__(self, text: str) -> str:
+        if not isinstance(text, str):
+            raise TypeError(f"expected text as str, got {type(text).__name__}: {text!r}")
+        return self._norm(text)
+
+
+NORMALIZERS = ("plain", "whisper")
+
+
+def make_normalizer(name: str = "plain", lowercase: bool = True, remove_punctuation: bool = True):
+    """The text normaliser called ``name`` (the config key ``text_normalizer``): ``plain``
+    (``TextNormalizer(lowercase, remove_punctuation)``) or ``whisper`` (``WhisperNormalizer``,
+    which always lowercases and drops punctuation)."""
+    if name == "plain":
+        return TextNormalizer(lowercase=lowercase, remove_punctuation=remove_punctuation)
+    if name == "whisper":
+        return WhisperNormalizer()
+    raise ValueError(f"text normaliser {name!r}: expected one of {', '.join(NORMALIZERS)}")
+
+
 @dataclass(frozen=True)
 class WordErrors:
     """Edit operations of one hypothesis against its reference, in words."""

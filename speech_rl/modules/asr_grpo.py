@@ -21,7 +21,7 @@ from rewards.asr import HallucinationReward
 from speech_rl.algorithms import group_advantages, mwer_loss, parse_algorithm
 from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams
-from speech_rl.metrics import PerSetErrorRates, TextNormalizer, val_set_names, word_errors
+from speech_rl.metrics import PerSetErrorRates, make_normalizer, val_set_names, word_errors
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
 from speech_rl.models.lora import is_lora
 from speech_rl.modules.rl_base import RLModule, skip_on_reward_timeout, decoder_layers, finite_mean, rollout_sampling_params
@@ -39,10 +39,11 @@ class ASRGRPOModule(RLModule):
             val_max_new_tokens.
         optim: lr, weight_decay, betas, grad_clip, warmup_steps.
         freeze_encoder: keep the audio encoder fixed (trained: projector + LM).
+        normalizer: plain | whisper, references and hypotheses before validation WER (text_normalizer).
     """
 
     def __init__(self, model: dict, algorithm: dict, reward: dict, rollout: dict, optim: dict,
-                 freeze_encoder: bool = True, seed: int = 0):
+                 freeze_encoder: bool = True, normalizer: str = "plain", seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.algo = parse_algorithm(algorithm, LOSSES)
@@ -52,8 +53,8 @@ class ASRGRPOModule(RLModule):
         self.reference = AudioLLM(self.policy.tokenizer, nn.Identity(), self._init_reference(self.policy.projector),
                                   self._init_reference(self.policy.llm)).requires_grad_(False)
         self.rewards = RewardSet.from_config(reward)
-        self.hallucination_probe = HallucinationReward()
-        self.normalizer = TextNormalizer()
+        self.hallucination_probe = HallucinationReward(normalizer=normalizer)
+        self.normalizer = make_normalizer(normalizer)
         self.val_metrics = PerSetErrorRates(self.normalizer)     # one per validation set (data.extra_val)
         self.group_size = self.algo.group_size
         self.train_params = rollout_sampling_params(rollout)

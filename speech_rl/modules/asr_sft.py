@@ -15,7 +15,7 @@ from torch import nn
 from speech_rl.data.dataset import ASRBatch
 from speech_rl.data.features import spec_augment
 from speech_rl.engines import SamplingParams, TorchEngine
-from speech_rl.metrics import PerSetErrorRates, TextNormalizer, val_set_names
+from speech_rl.metrics import PerSetErrorRates, make_normalizer, val_set_names
 from speech_rl.models.audio_llm import AudioLLM, build_audio_llm
 from speech_rl.modules.optim import adamw_warmup_cosine
 
@@ -24,16 +24,18 @@ class ASRSFTModule(L.LightningModule):
     """Args: model (``build_audio_llm`` kwargs), optim (lr, weight_decay, betas,
     warmup_steps, grad_clip is the Trainer's ``gradient_clip_val``), ctc_weight,
     label_smoothing, val_max_new_tokens, spec_augment (``spec_augment`` kwargs, applied to
-    training batches only; null: off)."""
+    training batches only; null: off), normalizer (plain | whisper: references and
+    hypotheses before validation WER; the config's ``text_normalizer``)."""
 
     def __init__(self, model: dict, optim: dict, ctc_weight: float = 0.3, label_smoothing: float = 0.0,
-                 val_max_new_tokens: int = 256, spec_augment: dict | None = None, seed: int = 0):
+                 val_max_new_tokens: int = 256, spec_augment: dict | None = None, normalizer: str = "plain",
+                 seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.policy: AudioLLM = build_audio_llm(**model)
         enc_dim = self.policy.encoder.d_model
         self.ctc_head = nn.Linear(enc_dim, self.policy.tokenizer.vocab_size) if ctc_weight > 0 else None
-        self.val_metrics = PerSetErrorRates(TextNormalizer())   # one per validation set (data.extra_val)
+        self.val_metrics = PerSetErrorRates(make_normalizer(normalizer))   # one per validation set (data.extra_val)
         self.val_params = SamplingParams(max_new_tokens=val_max_new_tokens, temperature=0.0)
         self.engine: TorchEngine | None = None
 

@@ -54,3 +54,24 @@ def test_contract_violations_raise_naming_the_reward(mode, msg):
 def test_empty_config_is_an_error():
     with pytest.raises(RewardError, match="no rewards configured"):
         RewardSet({})
+
+
+WHISPER_STYLE = ["Mr. Smith sold 720 cars, didn't he?"]
+CORPUS_STYLE = ["mister smith sold seven hundred and twenty cars did not he"]
+
+
+def test_run_normalizer_reaches_every_text_reward_that_takes_one():
+    """reward.normalizer (the run's text_normalizer) compares Whisper-style text with the
+    corpus's spelled-out text as equal; plain does not; a term's own setting wins."""
+    assert RewardSet({"wer": {}}, normalizer="whisper")(hyp=WHISPER_STYLE, ref=CORPUS_STYLE).total.tolist() == [1.0]
+    assert RewardSet({"wer": {}}, normalizer="plain")(hyp=WHISPER_STYLE, ref=CORPUS_STYLE).total.item() < 0.5
+    own = RewardSet({"wer": {"normalizer": "plain"}, "hallucination": {"gate": True}}, normalizer="whisper")
+    assert own.fns["wer"].norm.__class__.__name__ == "TextNormalizer"
+    assert own.fns["hallucination"].norm.__class__.__name__ == "WhisperNormalizer"
+    # a reward without the parameter (a function of hyp only) is built as before
+    assert RewardSet({"test_const": {"value": 2.0}}, normalizer="whisper").terms[0].params == {"value": 2.0}
+
+
+def test_unknown_normalizer_is_named():
+    with pytest.raises(ValueError, match="text normaliser 'whsiper': expected one of plain, whisper"):
+        RewardSet({"wer": {}}, normalizer="whsiper")
