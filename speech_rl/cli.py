@@ -4,7 +4,8 @@
   speech-rl eval MANIFEST CHECKPOINT [--json] [--hyp-out FILE] [--save RUN/eval/SET.json] [--decoder ctc]
   speech-rl eval MANIFEST --system whisper [--whisper-model DIR]   the independent judge (faster-whisper)
   speech-rl report RUN... [--base RUN] [--tts] Table 1 (ASR) / Table 2 (TTS) shaped markdown table
-  speech-rl pipeline [--work DIR --base shipped|train|CKPT]   ASR: synth -> base -> RL data -> GRPO -> table
+  speech-rl pipeline [--world open|template --work DIR --base pretrained|shipped|train|CKPT]   ASR: synth ->
+                                              base -> RL data -> GRPO -> table (the main job)
   speech-rl data synth OUT_DIR [--train N --val N --test N --seed S | --preset asr | --preset open]
   speech-rl data select --pool M.jsonl --hyps A.jsonl --hyps B.jsonl --out DIR [--sizes D0=200,...]
   speech-rl data convert SOURCE OUT.jsonl [--format hf|kaldi|lhotse --split S --field text=COL]   to JSONL
@@ -196,28 +197,40 @@ def _plot(argv: list[str]) -> int:
 
 def _pipeline(argv: list[str]) -> int:
     from speech_rl.pipeline import PIPELINE_SIZES, RL_POOLS, run_pipeline
+    from speech_rl.pipeline_open import MAIN_SIZES, run_open_pipeline
 
-    p = argparse.ArgumentParser(prog="speech-rl pipeline", description="ASR: synth -> base -> hypotheses -> "
-                                "RL subsets -> GRPO -> evaluation table, each stage cached in WORK.")
-    p.add_argument("--work", default="data/asr_pipeline")
+    p = argparse.ArgumentParser(prog="speech-rl pipeline", description="ASR: synth -> base -> RL subsets -> GRPO -> "
+                                "evaluation table, each stage cached in WORK.")
+    p.add_argument("--world", choices=["open", "template"], default="open",
+                   help="open (default): the open-vocabulary corpus, Whisper tiny.en as the base "
+                   "(speech_rl/pipeline_open.py); template: the ten-template eSpeak corpus and its shipped base")
+    p.add_argument("--work", help="default data/open_pipeline (open), data/asr_pipeline (template)")
     p.add_argument("--scale", type=float, default=1.0, help="corpus and subset sizes x this")
-    p.add_argument("--base", default="shipped",
-                   help="shipped (default): the base in speech_rl/assets (see its README); train: train one here "
-                   "(experiment=asr_sft_base, then asr_sft_long); or a supervised base checkpoint with its CTC head")
-    p.add_argument("--base-steps", type=int, default=2000, help="with --base train: stage 1 steps")
-    p.add_argument("--base-long-steps", type=int, default=400, help="with --base train: stage 2 steps (0 skips it)")
-    p.add_argument("--experiment", default="asr_rl_best", help="the RL experiment config")
+    p.add_argument("--base", help="open: pretrained (default: Whisper tiny.en as it ships) or a checkpoint; "
+                   "template: shipped (default, speech_rl/assets, see its README), train (train one here: "
+                   "experiment=asr_sft_base, then asr_sft_long) or a supervised base checkpoint with its CTC head")
+    p.add_argument("--base-steps", type=int, default=2000, help="template, with --base train: stage 1 steps")
+    p.add_argument("--base-long-steps", type=int, default=400,
+                   help="template, with --base train: stage 2 steps (0 skips it)")
+    p.add_argument("--experiment", help="the RL experiment config (default asr_rl_open_main / asr_rl_best)")
     p.add_argument("--rl-steps", type=int, help="RL steps (default: the experiment's trainer.max_steps)")
-    p.add_argument("--sizes", default=PIPELINE_SIZES)
+    p.add_argument("--sizes", help=f"RL subsets (default {MAIN_SIZES} / {PIPELINE_SIZES})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=512, help="greedy decoding limit for hypotheses and eval")
+    p.add_argument("--max-new-tokens", type=int, help="greedy decoding limit for hypotheses and eval "
+                   "(default 160 BPE tokens / 512 characters)")
     p.add_argument("--pools", default=",".join(RL_POOLS),
-                   help="corpus splits RL data is selected from (default: the pools with no sentence of the test "
-                   "sets; rl_pool,rl_pool_long: the pools of the measurements before 2026-11-23)")
+                   help="template: corpus splits RL data is selected from (default: the pools with no sentence of "
+                   "the test sets; rl_pool,rl_pool_long: the pools of the measurements before 2026-11-23)")
     p.add_argument("rl_overrides", nargs="*", help="extra Hydra overrides for the RL run, e.g. reward=asr_r123")
     a = p.parse_args(argv)
-    print(run_pipeline(a.work, a.scale, a.base_steps, a.rl_steps, a.rl_overrides, a.sizes, a.seed,
-                       a.max_new_tokens, a.base, a.base_long_steps, a.experiment, tuple(a.pools.split(","))))
+    if a.world == "open":
+        print(run_open_pipeline(a.work or "data/open_pipeline", a.base or "pretrained", a.rl_steps, a.rl_overrides,
+                                a.sizes or MAIN_SIZES, a.seed, a.scale, a.experiment or "asr_rl_open_main",
+                                a.max_new_tokens or 160))
+        return 0
+    print(run_pipeline(a.work or "data/asr_pipeline", a.scale, a.base_steps, a.rl_steps, a.rl_overrides,
+                       a.sizes or PIPELINE_SIZES, a.seed, a.max_new_tokens or 512, a.base or "shipped",
+                       a.base_long_steps, a.experiment or "asr_rl_best", tuple(a.pools.split(","))))
     return 0
 
 

@@ -114,10 +114,10 @@ def summary_line(base: dict, rl: dict, sets: tuple[str, ...] = ("test_long", "te
     return f"{label}: " + "; ".join(parts)
 
 
-def _done(timings: dict[str, float], stage: str, t0: float) -> None:
-    """Record a stage's seconds since ``t0`` and log them as ``[i/7] stage: N s``."""
+def _done(timings: dict[str, float], stage: str, t0: float, stages: int = 7) -> None:
+    """Record a stage's seconds since ``t0`` and log them as ``[i/stages] stage: N s``."""
     timings[stage] = time.perf_counter() - t0
-    log.info("[%d/7] %s: %.0f s", len(timings), stage, timings[stage])
+    log.info("[%d/%d] %s: %.0f s", len(timings), stages, stage, timings[stage])
 
 
 EVAL_SETS = ("test_short", "test_long", "val_long")   # test_*: held-out voices; val_long: training voices
@@ -287,20 +287,23 @@ def _select_rl_data(corpus: Path, rl_dir: Path, pool_files: list[Path], systems:
     return report
 
 
-def _evaluate(corpus: Path, runs, max_new_tokens: int) -> None:
-    """Each (run folder, checkpoint, loaded policy or None) on EVAL_SETS -> RUN/eval/SET.json
-    and its hypotheses; sets already evaluated are kept."""
+def _evaluate(corpus: Path, runs, max_new_tokens: int, sets: tuple[str, ...] = EVAL_SETS,
+              normalizer: str = "plain") -> None:
+    """Each (run folder, checkpoint, loaded policy or None) on ``sets`` -> RUN/eval/SET.json
+    and its hypotheses, scored after ``normalizer``; sets already evaluated are kept."""
     from speech_rl.evaluate import load_policy, save_metrics, score, transcribe_manifest, write_hyps
+    from speech_rl.metrics import make_normalizer
 
     for run, ckpt, model in runs:
-        for s in EVAL_SETS:
+        for s in sets:
             out = run / "eval" / f"{s}.json"
             if out.exists():
                 continue
             model = model or load_policy(ckpt)
             rows = transcribe_manifest(model, corpus / f"{s}.jsonl", batch_size=32, max_new_tokens=max_new_tokens,
                                        progress=True)
-            save_metrics(out, dict(score(rows), manifest=str(corpus / f"{s}.jsonl"), checkpoint=str(ckpt)))
+            save_metrics(out, dict(score(rows, make_normalizer(normalizer)), manifest=str(corpus / f"{s}.jsonl"),
+                                   checkpoint=str(ckpt), normalizer=normalizer))
             write_hyps(rows, run / "eval" / f"{s}.hyps.jsonl")
 
 
