@@ -164,7 +164,8 @@ def synth_open_corpus(out_dir: str | Path, splits: dict[str, OpenSplit] | None =
             todo = split_jobs(split, spec, pools, out, seed)
             t0 = time.perf_counter()
             with ProcessPoolExecutor(max_workers=jobs) as ex:
-                rows = list(tqdm(ex.map(_make_utterance, todo, chunksize=8), total=len(todo), disable=not progress,
+                chunk = max(1, min(8, len(todo) // (4 * jobs)))     # small splits: both workers busy to the end
+                rows = list(tqdm(ex.map(_make_utterance, todo, chunksize=chunk), total=len(todo), disable=not progress,
                                  desc=f"synth {split}", unit="utt"))
             for r in rows:
                 r["keywords"] = [k for s in _sentences_of(r["text"], pools) for k in pools.keywords.get(s, [])]
