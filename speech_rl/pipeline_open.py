@@ -44,11 +44,12 @@ def open_splits(scale: float = 1.0, counts: dict[str, int] | None = None) -> dic
     return {k: replace(DEFAULT_SPLITS[k], n=max(2, int(round(n * scale)))) for k, n in (counts or MAIN_SPLITS).items()}
 
 
-def write_pretrained_base(out: str | Path, model: str = PRETRAINED_MODEL) -> Path:
+def write_pretrained_base(out: str | Path, model: str = PRETRAINED_MODEL, normalizer: str = "whisper") -> Path:
     """The pretrained model of ``configs/model/<model>.yaml`` as a speech-rl checkpoint
     (``hyper_parameters.model`` + the AudioLLM's ``policy.*`` weights, float32), so that
-    ``speech-rl eval`` and ``model.init_from`` read it as they read a trained base.
-    Written atomically; an existing file is kept."""
+    ``speech-rl eval`` and ``model.init_from`` read it as they read a trained base;
+    ``normalizer``: the text normaliser its output is scored with by default (tiny.en writes
+    Whisper-style text). Written atomically; an existing file is kept."""
     import configs
     from speech_rl.models.audio_llm import build_audio_llm
 
@@ -61,7 +62,7 @@ def write_pretrained_base(out: str | Path, model: str = PRETRAINED_MODEL) -> Pat
     cfg = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=True)
     policy = build_audio_llm(**cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"hyper_parameters": {"model": cfg},
+    atomic_torch_save({"hyper_parameters": {"model": cfg, "normalizer": normalizer},
                        "state_dict": {f"policy.{k}": v for k, v in policy.state_dict().items()},
                        "speech_rl": {"pretrained": model}}, out)
     return out

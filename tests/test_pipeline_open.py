@@ -34,6 +34,10 @@ def test_open_pipeline_tiny(tmp_path):
         assert ev["utterances"] == 5 and ev["normalizer"] == "whisper"
     overrides = (w / "runs" / "rl" / ".hydra" / "overrides.yaml").read_text()
     assert "experiment=asr_rl_open_main" in overrides and "pretrained.ckpt" in overrides
+    # speech-rl eval scores a checkpoint with the normaliser its run was trained with
+    ev = run_cli("eval", str(w / "data" / "open" / "test_short.jsonl"), str(w / "runs" / "rl" / "checkpoints" /
+                 "last.ckpt"), "--max-new-tokens", "40", cwd=tmp_path, data_dir=tmp_path).stdout
+    assert "text normaliser: whisper" in ev
     # a second run reuses every stage
     again = run_cli("pipeline", "--work", str(w), *TINY, cwd=tmp_path, data_dir=tmp_path, timeout=300).stdout
     assert again.splitlines()[:4] == out.splitlines()[:4]
