@@ -108,7 +108,7 @@ def run_open_pipeline(work: str | Path, base: str | Path = "pretrained", rl_step
         rl_run.mkdir(parents=True, exist_ok=True)
         steps = [] if rl_steps is None else [f"trainer.max_steps={rl_steps}"]
         _train([f"experiment={experiment}", f"model.init_from={base_ckpt}", f"paths.rl_dir={rl_dir}",
-                *steps, f"seed={seed}", *(rl_overrides or [])], data, rl_run)
+                *steps, f"seed={seed}", "resume=auto", *(rl_overrides or [])], data, rl_run)   # a stopped run continues
     _done(timings, "rl", t, 6)
 
     t = time.perf_counter()
@@ -142,7 +142,8 @@ def _select(corpus: Path, rl_dir: Path, want: dict[str, int], seed: int) -> dict
     done = rl_dir / "selection.json"
     if done.is_file():
         return json.loads(done.read_text())
-    pool = [u for p in ("rl_pool", "rl_pool_long") for u in read_manifest(corpus / f"{p}.jsonl", check_audio="header")[0]]
+    pool = [u for p in ("rl_pool", "rl_pool_long")
+            for u in read_manifest(corpus / f"{p}.jsonl", check_audio="header")[0]]
     subsets, report = select_subsets(pool, [], want, SelectionRules(), seed)
     rl_dir.mkdir(parents=True, exist_ok=True)
     for name, utts in subsets.items():
