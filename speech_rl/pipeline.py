@@ -208,12 +208,7 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     _done(timings, "select", t)
 
     t = time.perf_counter()
-    rl_run = work / "runs" / "rl"
-    if not (rl_run / "checkpoints" / "last.ckpt").exists():
-        rl_run.mkdir(parents=True, exist_ok=True)
-        steps = [] if rl_steps is None else [f"trainer.max_steps={rl_steps}"]
-        _train([f"experiment={experiment}", f"model.init_from={base_ckpt}", f"paths.rl_dir={rl_dir}",
-                *steps, f"seed={seed}", *(rl_overrides or [])], data, rl_run)
+    rl_run = rl_stage(work, data, experiment, base_ckpt, rl_dir, rl_steps, seed, rl_overrides)
     _done(timings, "rl", t)
 
     t = time.perf_counter()
@@ -224,6 +219,21 @@ def run_pipeline(work: str | Path, scale: float = 1.0, base_steps: int = 2000, r
     summary = _summary(base_eval, rl_run, base_ckpt, timings, report, pools)
     (work / "report.md").write_text(summary + "\n")
     return summary
+
+
+def rl_stage(work: Path, data: Path, experiment: str, base_ckpt: Path, rl_dir: Path, rl_steps: int | None,
+             seed: int, rl_overrides: list[str] | None, extra: tuple[str, ...] = ()) -> Path:
+    """The RL stage of a pipeline: ``speech-rl train experiment=EXPERIMENT`` from ``base_ckpt``
+    on the subsets in ``rl_dir`` into WORK/runs/rl (``rl_steps``: None keeps the experiment's
+    ``trainer.max_steps``; ``extra`` overrides go before the user's); skipped when its
+    ``last.ckpt`` exists. Returns the run folder."""
+    rl_run = work / "runs" / "rl"
+    if not (rl_run / "checkpoints" / "last.ckpt").exists():
+        rl_run.mkdir(parents=True, exist_ok=True)
+        steps = [] if rl_steps is None else [f"trainer.max_steps={rl_steps}"]
+        _train([f"experiment={experiment}", f"model.init_from={base_ckpt}", f"paths.rl_dir={rl_dir}",
+                *steps, f"seed={seed}", *extra, *(rl_overrides or [])], data, rl_run)
+    return rl_run
 
 
 def _check_inputs(work: Path, pools: tuple[str, ...], splits: dict, base: str | Path | None) -> Path | None:

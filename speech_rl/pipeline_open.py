@@ -25,7 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from speech_rl.checkpoint import atomic_torch_save
-from speech_rl.pipeline import TEST_SETS, _done, _evaluate, _train, check_work_base, resolve_base, summary_line
+from speech_rl.pipeline import TEST_SETS, _done, _evaluate, check_work_base, resolve_base, rl_stage, summary_line
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def run_open_pipeline(work: str | Path, base: str | Path = "pretrained", rl_step
 
     t = time.perf_counter()
     base_ckpt = given or write_pretrained_base(pretrained)
-    check_work_base(work, base_ckpt)
+    if given is None:                  # a given base was checked before synthesis
+        check_work_base(work, base_ckpt)
     _done(timings, "base", t, 6)
 
     t = time.perf_counter()
@@ -103,12 +104,8 @@ def run_open_pipeline(work: str | Path, base: str | Path = "pretrained", rl_step
     _done(timings, "select", t, 6)
 
     t = time.perf_counter()
-    rl_run = work / "runs" / "rl"
-    if not (rl_run / "checkpoints" / "last.ckpt").exists():
-        rl_run.mkdir(parents=True, exist_ok=True)
-        steps = [] if rl_steps is None else [f"trainer.max_steps={rl_steps}"]
-        _train([f"experiment={experiment}", f"model.init_from={base_ckpt}", f"paths.rl_dir={rl_dir}",
-                *steps, f"seed={seed}", "resume=auto", *(rl_overrides or [])], data, rl_run)   # a stopped run continues
+    rl_run = rl_stage(work, data, experiment, base_ckpt, rl_dir, rl_steps, seed, rl_overrides,
+                      extra=("resume=auto",))      # a stopped run continues
     _done(timings, "rl", t, 6)
 
     t = time.perf_counter()
