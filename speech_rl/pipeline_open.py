@@ -153,14 +153,14 @@ def hallucinated(corpus: Path, run: Path, split: str) -> list[str]:
     """Ids of RUN's test hypotheses (RUN/eval/SPLIT.hyps.jsonl) that R2's rule flags (a loop,
     or too long for the audio or the reference), after Whisper's normaliser: one looping
     hypothesis of a short utterance can add several points of WER to a 100-utterance set."""
-    from rewards.asr import detect_hallucination
-    from speech_rl.metrics import WhisperNormalizer
+    from rewards.asr import HallucinationReward
 
-    norm = WhisperNormalizer()
     rows = {r["id"]: r for r in map(json.loads, (corpus / f"{split}.jsonl").read_text().splitlines())}
     hyps = [json.loads(x) for x in (run / "eval" / f"{split}.hyps.jsonl").read_text().splitlines()]
-    return [h["id"] for h in hyps if detect_hallucination(norm(h["hyp"]), norm(rows[h["id"]]["text"]),
-                                                          rows[h["id"]]["duration"])]
+    flags = HallucinationReward(normalizer="whisper")(hyp=[h["hyp"] for h in hyps],
+                                                      ref=[rows[h["id"]]["text"] for h in hyps],
+                                                      duration=[rows[h["id"]]["duration"] for h in hyps])
+    return [h["id"] for h, f in zip(hyps, flags) if f < 0]
 
 
 def _summary(corpus: Path, base_eval: Path, rl_run: Path, base_ckpt: Path, timings: dict, selection: dict,
