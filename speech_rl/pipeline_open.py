@@ -21,7 +21,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from speech_rl.checkpoint import atomic_torch_save
