@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import torch
@@ -98,11 +98,10 @@ class RewardSet:
             terms = parsed
         if not terms:
             raise RewardError("no rewards configured (reward.terms is empty)")
-        self.terms = list(terms)
         if normalizer is not None:       # the run's text_normalizer, for every reward that takes one
-            for t in self.terms:
-                if "normalizer" not in t.params and accepts_param(t.name, "normalizer"):
-                    t.params = dict(t.params, normalizer=normalizer)
+            terms = [replace(t, params=dict(t.params, normalizer=normalizer))      # copies: the caller's terms stay
+                     if "normalizer" not in t.params and accepts_param(t.name, "normalizer") else t for t in terms]
+        self.terms = list(terms)
         self.fns = {t.name: get_reward(t.name, **t.params) for t in self.terms}
 
     @classmethod

@@ -47,6 +47,8 @@ def data_command(argv: list[str]) -> int:
                    "(speech_rl/data/open_corpus.py: natural sentences, flite / festival / Kokoro / eSpeak NG "
                    "voices, held-out speakers and words; prints OOV rate and speakers per split)")
     s.add_argument("--jobs", type=int, default=2, help="--preset open: worker processes")
+    s.add_argument("--splits", help="--preset open: only these splits, with these sizes (each the first rows "
+                   "of the full split), e.g. test_short=300,test_long=50,rl_pool=400,rl_pool_long=80")
     sel = sub.add_parser("select", help="build the RL subsets D0-D3 from a pool and ASR hypotheses")
     sel.add_argument("--pool", action="append", required=True, help="pool manifest (repeatable)")
     sel.add_argument("--hyps", action="append", default=[], help="hypotheses of one ASR system: JSONL "
@@ -100,10 +102,16 @@ def data_command(argv: list[str]) -> int:
         return _tokenize(a)
     from speech_rl.data.synth import synth_corpus
 
+    if a.splits and a.preset != "open":
+        p.error("--splits needs --preset open")
     if a.preset == "open":
-        from speech_rl.data.open_corpus import synth_open_corpus
+        from speech_rl.data.open_corpus import parse_splits, synth_open_corpus
 
-        report = synth_open_corpus(a.out_dir, seed=a.seed, jobs=a.jobs)
+        try:
+            splits = parse_splits(a.splits) if a.splits else None
+        except ValueError as exc:
+            p.error(str(exc))
+        report = synth_open_corpus(a.out_dir, splits, seed=a.seed, jobs=a.jobs)
         print(f"test OOV rate vs all SFT / RL / val text: {100 * report['oov_rate_test_vs_training_text']:.1f}% "
               f"of word types ({report['heldout_words']} held-out words)")
         for split, r in report["splits"].items():

@@ -72,6 +72,26 @@ DEFAULT_SPLITS = {
 }
 
 
+def parse_splits(text: str) -> dict[str, OpenSplit]:
+    """``"test_short=300,rl_pool=400"`` -> those ``DEFAULT_SPLITS`` with their sizes changed, in the
+    order given. A split of n rows is the first n rows of the full split (same sentences, voices
+    and order), so a smaller corpus is a prefix of the default one. ValueError naming the text.
+
+    >>> {k: v.n for k, v in parse_splits("test_long=20, rl_pool=400").items()}
+    {'test_long': 20, 'rl_pool': 400}
+    """
+    from dataclasses import replace
+
+    try:
+        counts = {k.strip(): int(v) for k, v in (x.split("=") for x in text.split(",") if x.strip())}
+    except ValueError as exc:
+        raise ValueError(f"--splits must look like test_short=300,rl_pool=400; got {text!r}") from exc
+    unknown = sorted(set(counts) - set(DEFAULT_SPLITS))
+    if unknown or not counts or any(n < 1 for n in counts.values()):
+        raise ValueError(f"--splits {text!r}: splits are {', '.join(DEFAULT_SPLITS)}, each with a size >= 1")
+    return {k: replace(DEFAULT_SPLITS[k], n=n) for k, n in counts.items()}
+
+
 def _pick_voice(rng: random.Random, voices: list[Voice], weights: dict[str, float]) -> Voice:
     engines = sorted({v.engine for v in voices})
     engine = rng.choices(engines, [weights.get(e, 0.0) for e in engines])[0]

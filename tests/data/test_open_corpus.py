@@ -3,8 +3,11 @@ keywords and the OOV report; `speech-rl data synth --preset open` prints it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from speech_rl.data.open_corpus import TEST_VOICES, TRAIN_VOICES, OpenSplit, synth_open_corpus
+import pytest
+
+from speech_rl.data.open_corpus import TEST_VOICES, TRAIN_VOICES, OpenSplit, parse_splits, split_jobs, synth_open_corpus
 from tests.open_world import need_flite, need_fortunes
 
 
@@ -29,3 +32,35 @@ def test_small_open_corpus(tmp_path):
     # a second call keeps what exists (no re-synthesis) and reports the same
     again = synth_open_corpus(tmp_path, splits, seed=0, jobs=1, progress=False)
     assert again["splits"] == report["splits"]
+
+
+def test_parse_splits_sizes_and_errors():
+    splits = parse_splits("test_long=20, rl_pool=400")
+    assert list(splits) == ["test_long", "rl_pool"]
+    assert splits["test_long"].kind == "long" and splits["test_long"].voices == "test" and splits["rl_pool"].n == 400
+    for bad in ("rl_pool=ten", "nope=3", "rl_pool=0", ""):
+        with pytest.raises(ValueError, match="splits"):
+            parse_splits(bad)
+
+
+@need_fortunes
+@need_flite
+def test_smaller_split_is_a_prefix_of_the_larger():
+    """--splits rl_pool=N gives the first N jobs of the full split: the same sentences and voices."""
+    from speech_rl.data.opentext import build_splits
+
+    pools = build_splits(0)
+    small = split_jobs("rl_pool", parse_splits("rl_pool=5")["rl_pool"], pools, Path("x"), 0)
+    large = split_jobs("rl_pool", parse_splits("rl_pool=12")["rl_pool"], pools, Path("x"), 0)
+    assert [(j[0], j[4], j[5]) for j in small] == [(j[0], j[4], j[5]) for j in large[:5]]
+
+
+def test_synth_splits_needs_open_preset(capsys):
+    from speech_rl.cli_data import data_command
+
+    with pytest.raises(SystemExit):
+        data_command(["synth", "out", "--splits", "rl_pool=4"])
+    assert "--splits needs --preset open" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        data_command(["synth", "out", "--preset", "open", "--splits", "rl_poool=4"])
+    assert "splits are test_short" in capsys.readouterr().err

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from rewards import RewardError, RewardSet, register_reward
+from rewards import RewardError, RewardSet, RewardTerm, register_reward
 
 
 @register_reward("test_const")
@@ -70,6 +70,16 @@ def test_run_normalizer_reaches_every_text_reward_that_takes_one():
     assert own.fns["hallucination"].norm.__class__.__name__ == "WhisperNormalizer"
     # a reward without the parameter (a function of hyp only) is built as before
     assert RewardSet({"test_const": {"value": 2.0}}, normalizer="whisper").terms[0].params == {"value": 2.0}
+
+
+def test_run_normalizer_leaves_the_callers_terms_alone():
+    """RewardTerms given as a list are copied, not changed: one list can build sets with
+    different normalisers."""
+    terms = [RewardTerm(name="wer")]
+    whisper = RewardSet(terms, normalizer="whisper")
+    assert terms[0].params == {} and whisper.terms[0].params == {"normalizer": "whisper"}
+    assert RewardSet(terms, normalizer="plain").fns["wer"].norm.__class__.__name__ == "TextNormalizer"
+    assert whisper.fns["wer"].norm.__class__.__name__ == "WhisperNormalizer"
 
 
 def test_unknown_normalizer_is_named():
