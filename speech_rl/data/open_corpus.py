@@ -82,13 +82,10 @@ def parse_splits(text: str) -> dict[str, OpenSplit]:
     """
     from dataclasses import replace
 
-    try:
-        counts = {k.strip(): int(v) for k, v in (x.split("=") for x in text.split(",") if x.strip())}
-    except ValueError as exc:
-        raise ValueError(f"--splits must look like test_short=300,rl_pool=400; got {text!r}") from exc
-    unknown = sorted(set(counts) - set(DEFAULT_SPLITS))
-    if unknown or not counts or any(n < 1 for n in counts.values()):
-        raise ValueError(f"--splits {text!r}: splits are {', '.join(DEFAULT_SPLITS)}, each with a size >= 1")
+    from speech_rl.data.counts import parse_counts
+
+    counts = parse_counts(text, DEFAULT_SPLITS, option="--splits", example="test_short=300,rl_pool=400",
+                          names="splits", minimum=1)
     return {k: replace(DEFAULT_SPLITS[k], n=n) for k, n in counts.items()}
 
 

@@ -41,14 +41,9 @@ def parse_sizes(text: str) -> dict[str, int]:
     >>> parse_sizes("D0=200, D2=150")
     {'D0': 200, 'D2': 150}
     """
-    try:
-        sizes = {k.strip(): int(v) for k, v in (x.split("=") for x in text.split(",") if x.strip())}
-    except ValueError as exc:
-        raise ValueError(f"subset sizes must look like D0=200,D1=200; got {text!r}") from exc
-    unknown = sorted(set(sizes) - set(SUBSETS))
-    if unknown or any(v < 0 for v in sizes.values()):
-        raise ValueError(f"subset sizes {text!r}: subsets are {', '.join(SUBSETS)} with sizes >= 0")
-    return sizes
+    from speech_rl.data.counts import parse_counts
+
+    return parse_counts(text, SUBSETS, option="subset sizes", example="D0=200,D1=200", names="subsets")
 
 
 def keyword_density(u: Utterance) -> float:

@@ -108,3 +108,14 @@ def test_subset_sizes_are_parsed_in_one_place():
         parse_sizes("D0:5")
     with pytest.raises(ValueError, match="subsets are D0, D1, D2, D3"):
         parse_sizes("D4=5")
+
+
+def test_count_options_name_the_option_and_the_unknown_name():
+    from speech_rl.data.counts import parse_counts
+
+    with pytest.raises(ValueError, match=r"--x 'A=1,B=2': unknown B; names are A, each with a count >= 0"):
+        parse_counts("A=1,B=2", ["A"], option="--x", example="A=1")
+    with pytest.raises(ValueError, match="count >= 1"):
+        parse_counts("A=0", ["A"], option="--x", example="A=1", minimum=1)
+    with pytest.raises(ValueError, match="--x ''"):
+        parse_counts("", ["A"], option="--x", example="A=1")
