@@ -16,7 +16,7 @@ CELLS=(
   "r12_d0d2_s0=reward=asr_r12 rl_data=D0_D2 seed=0"
   "r1_d0d2_s0=reward=asr_r1 rl_data=D0_D2 seed=0"
   "r123_d0d2_s0=reward=asr_r123 rl_data=D0_D2 seed=0"
-  "mwer_d0d2_s0=algorithm=mwer ~algorithm.beta reward=asr_r1 rl_data=D0_D2 seed=0"
+  "mwer_d0d2_s0=algorithm=mwer reward=asr_r1 rl_data=D0_D2 seed=0"
   "r12_d1d2_s0=reward=asr_r12 rl_data=D1_D2 seed=0"
   "r12_d0_s0=reward=asr_r12 rl_data=D0 seed=0"
   "r12_all_s0=reward=asr_r12 rl_data=all seed=0"

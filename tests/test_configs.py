@@ -55,6 +55,14 @@ def test_every_reward_and_algorithm_builds(group, option, tmp_path):
     build_module(cfg)
 
 
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.startswith("asr_") and "sft" not in e])
+def test_asr_rl_experiment_switches_to_mwer(experiment, tmp_path):
+    """`algorithm=mwer` on an ASR RL experiment is enough: no experiment leaves a GRPO-only key
+    (beta, clip_eps) behind that the MWER parser would refuse."""
+    module = build_module(_compose([f"experiment={experiment}", "algorithm=mwer"], tmp_path))
+    assert module.algo.name == "mwer"
+
+
 def test_asr_module_rejects_a_tts_algorithm(tmp_path):
     with pytest.raises(ValueError, match="unknown algorithm 'diffro'"):
         build_module(_compose(["algorithm=diffro"], tmp_path))
