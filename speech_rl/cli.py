@@ -13,6 +13,8 @@
   speech-rl data tokenize MANIFEST... --tokenizer TOK.pt [--fit --codebook-size K]   TTS acoustic tokens
   speech-rl eval-tts TEXTS.jsonl TTS.ckpt [--judge whisper] [--asr ASR.ckpt] [--reference M.jsonl --mos
                                                           --wav-dir DIR --save F --seed S [S ...]]
+  speech-rl eval-tts-stages MANIFEST TTS.ckpt --tokenizer TOK.pt [--speaker S --judge base --limit N]
+                                              judge each stage's re-synthesis of the recordings
   speech-rl plot RUN... [--tags a,b --smooth 0.6 --out stability.png]   stability curves (Figure 3)
   speech-rl export CKPT OUT [--dtype float16]  small shippable copy (hyper-parameters + model weights)
   speech-rl export CKPT OUT_DIR --hf           an HF audio LLM (model=hf_audio) as its family's HF folder
@@ -162,6 +164,35 @@ def _eval_tts(argv: list[str]) -> int:
     return 0
 
 
+def _eval_tts_stages(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="speech-rl eval-tts-stages", description="re-make a manifest's recordings "
+                                "through each stage of a TTS checkpoint's output path (log-mel -> vocoder; speech "
+                                "tokens -> flow decoder -> vocoder) and let the Whisper judge read each")
+    p.add_argument("manifest", help="recordings with their text (e.g. the open corpus' test_short.jsonl)")
+    p.add_argument("checkpoint", nargs="?", help="TTS checkpoint whose flow decoder and vocoder are judged")
+    p.add_argument("--tokenizer", help="the speech tokenizer file the checkpoint's training tokens came from")
+    p.add_argument("--speaker", help="flow decoder speaker for rows of a speaker it was not trained on")
+    p.add_argument("--judge", default="tiny.en", help="tiny.en, base (extra whisper-base) or a CTranslate2 folder")
+    p.add_argument("--stages", default=",".join(STAGES_CLI), help="comma-separated subset, in order")
+    p.add_argument("--limit", type=int, help="the first N rows only")
+    p.add_argument("--wav-dir", help="write each stage's wavs and transcripts to DIR/<stage>/")
+    p.add_argument("--seed", type=int, default=0, help="flow decoder noise seed")
+    p.add_argument("--save", help="write the metrics JSON here")
+    a = p.parse_args(argv)
+    from speech_rl.evaluate import save_metrics
+    from speech_rl.tts.stages import evaluate_stages, format_stages
+
+    res = evaluate_stages(a.manifest, a.checkpoint, a.tokenizer, a.speaker, a.judge,
+                          tuple(s.strip() for s in a.stages.split(",") if s.strip()), a.limit, a.wav_dir, a.seed)
+    if a.save:
+        save_metrics(a.save, res)
+    print(format_stages(res))
+    return 0
+
+
+STAGES_CLI = ("recording", "mel_vocoder", "tokens_flow")      # speech_rl.tts.stages.STAGES (no import at start-up)
+
+
 def _report(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="speech-rl report", description="Table 1-shaped (ASR) or Table 2-shaped "
                                 "(--tts) markdown table from runs' eval/*.json files (seeds with the same label "
@@ -264,7 +295,8 @@ def _export(argv: list[str]) -> int:
 
 
 COMMANDS = {"train": _train, "eval": _eval, "data": data_command, "report": _report, "pipeline": _pipeline,
-            "plot": _plot, "eval-tts": _eval_tts, "export": _export}
+            "plot": _plot, "eval-tts": _eval_tts,
+            "eval-tts-stages": _eval_tts_stages, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

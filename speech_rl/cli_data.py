@@ -87,10 +87,13 @@ def data_command(argv: list[str]) -> int:
     tk.add_argument("--fit", action="store_true", help="fit the codebook on the first manifest first")
     tk.add_argument("--codebook-size", type=int, default=256)
     tk.add_argument("--stack", type=int, default=4, help="feature frames per token (log-mel at 100 Hz: 4 -> 25 Hz)")
-    tk.add_argument("--upstream", help="s3prl upstream whose hidden states are clustered instead of log-mel "
-                    "(fbank, mel, wavlm_local, hubert_local, ...; extra ssl)")
-    tk.add_argument("--upstream-path", help="its local checkpoint (wavlm_local, hubert_local)")
-    tk.add_argument("--upstream-layer", type=int, default=-1, help="which hidden state (-1: the last)")
+    tk.add_argument("--upstream", help="whisper (the pretrained Whisper encoder, 50 Hz: use --stack 1; extra "
+                    "whisper) or an s3prl upstream (fbank, mel, wavlm_local, hubert_local, ...; extra ssl) whose "
+                    "hidden states are clustered instead of log-mel")
+    tk.add_argument("--upstream-path", help="its local checkpoint (wavlm_local, hubert_local) or CTranslate2 "
+                    "Whisper folder (default tiny.en)")
+    tk.add_argument("--upstream-layer", type=int, default=-1, help="which hidden state (-1: the last; whisper: "
+                    "stop after encoder layer N)")
     tk.add_argument("--fit-utts", type=int, default=2000)
     tk.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

@@ -70,11 +70,17 @@ DEFAULT_SPLITS = {
     "rl_pool_long": OpenSplit(200, "rl", kind="long"),
     "val_long": OpenSplit(40, "val", kind="long"),
 }
+# splits made only when asked for (``--splits tts_train=3000,test_short=100``): TTS training
+# audio from the SFT sentences without added noise (a TTS learns to say what it hears). The
+# TTS test rows are ``test_short``'s: held-out sentences read by held-out speakers.
+EXTRA_SPLITS = {
+    "tts_train": OpenSplit(3000, "sft"),
+}
 
 
 def parse_splits(text: str) -> dict[str, OpenSplit]:
-    """``"test_short=300,rl_pool=400"`` -> those ``DEFAULT_SPLITS`` with their sizes changed, in the
-    order given. A split of n rows is the first n rows of the full split (same sentences, voices
+    """``"test_short=300,rl_pool=400"`` -> those ``DEFAULT_SPLITS`` (or ``EXTRA_SPLITS``) with
+    their sizes changed, in the order given. A split of n rows is the first n rows of the full split (same sentences, voices
     and order), so a smaller corpus is a prefix of the default one. ValueError naming the text.
 
     >>> {k: v.n for k, v in parse_splits("test_long=20, rl_pool=400").items()}
@@ -84,9 +90,10 @@ def parse_splits(text: str) -> dict[str, OpenSplit]:
 
     from speech_rl.data.counts import parse_counts
 
-    counts = parse_counts(text, DEFAULT_SPLITS, option="--splits", example="test_short=300,rl_pool=400",
+    known = {**DEFAULT_SPLITS, **EXTRA_SPLITS}
+    counts = parse_counts(text, known, option="--splits", example="test_short=300,rl_pool=400",
                           names="splits", minimum=1)
-    return {k: replace(DEFAULT_SPLITS[k], n=n) for k, n in counts.items()}
+    return {k: replace(known[k], n=n) for k, n in counts.items()}
 
 
 def _pick_voice(rng: random.Random, voices: list[Voice], weights: dict[str, float]) -> Voice:

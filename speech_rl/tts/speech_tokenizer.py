@@ -1,8 +1,11 @@
 """Speech tokenizer: audio -> discrete acoustic tokens at a fixed frame rate.
 
-Log-mel frames (100 Hz), or the hidden states of an s3prl upstream (``upstream="fbank"``,
-``"wavlm_local"`` with ``upstream_path``, ...: HuBERT-style units; extra ``ssl``), are
-normalised per utterance (mean removed, which takes away much of the channel and some of
+Log-mel frames (100 Hz), the hidden states of the pretrained Whisper encoder
+(``upstream="whisper"``: 50 Hz; ``upstream_path`` a CTranslate2 Whisper folder or
+``pkg:...`` folder, default tiny.en of extra ``whisper``; ``upstream_layer`` k > 0 stops after
+encoder layer k, -1 runs all of them and the final norm), or the hidden states of an s3prl
+upstream (``"fbank"``, ``"wavlm_local"`` with ``upstream_path``, ...: HuBERT-style units;
+extra ``ssl``), are normalised per utterance (mean removed, which takes away much of the channel and some of
 the speaker colour), stacked ``stack`` at a time (log-mel: 4 -> 25 Hz) and assigned to the
 nearest of ``K`` k-means centroids. The centroids are fitted
 on a corpus by ``fit`` (k-means++ initialisation, Lloyd iterations, seeded).
@@ -71,6 +74,24 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0, tol: float =
     return c, float(assign(x, c)[1].mean())
 
 
+def whisper_states(path: str | None = None, layer: int = -1) -> nn.Module:
+    """The frozen, trimmed-window Whisper encoder (``WhisperAudioEncoder``) of CTranslate2
+    folder ``path`` (default: the judge's tiny.en), cut after encoder layer ``layer`` (1..N;
+    -1: all layers and the final layer norm). forward: mel (B, T, n_mels), lengths (B,) ->
+    (B, ceil(T / 2), D), lengths."""
+    from speech_rl.judge import DEFAULT_MODEL
+    from speech_rl.models.encoder import WhisperAudioEncoder
+
+    enc = WhisperAudioEncoder(ct2_path=path or DEFAULT_MODEL, window="trim", freeze=True)
+    n = len(enc.enc.layers)
+    if layer != -1:
+        if not 1 <= layer <= n:
+            raise ValueError(f"upstream_layer {layer}: this Whisper encoder has layers 1..{n} (or -1: all)")
+        enc.enc.layers = enc.enc.layers[:layer]
+        enc.enc.layer_norm = nn.Identity()
+    return enc.eval()
+
+
 class SpeechTokenizer(nn.Module):
     """waveform (n,) at ``sample_rate`` -> token ids (T,) long at ``frame_rate`` Hz,
     ``T = (n // hop + 1) // stack`` (a last partial stack is dropped; with an s3prl
@@ -90,9 +111,14 @@ class SpeechTokenizer(nn.Module):
         self.upstream_cfg = {"upstream": upstream, "upstream_path": upstream_path, "upstream_layer": upstream_layer}
         self.ssl = None
         dim, self.hop = n_mels, hop_length
-        if upstream:
-            if sample_rate != 16000:
-                raise ValueError(f"s3prl upstreams read 16 kHz audio, not {sample_rate}")
+        if upstream and sample_rate != 16000:
+            raise ValueError(f"pretrained upstreams read 16 kHz audio, not {sample_rate}")
+        if upstream == "whisper":
+            self.ssl = whisper_states(upstream_path, upstream_layer)
+            if n_mels != self.ssl.n_mels or hop_length != 160:
+                raise ValueError(f"upstream whisper reads {self.ssl.n_mels} mels at hop 160, not {n_mels} at {hop_length}")
+            dim, self.hop = self.ssl.d_model, 2 * hop_length
+        elif upstream:
             from speech_rl.models.s3prl_encoder import S3PRLEncoder
 
             self.ssl = S3PRLEncoder(upstream, path=upstream_path, layer=upstream_layer).eval()
@@ -112,6 +138,10 @@ class SpeechTokenizer(nn.Module):
                              f"got shape {tuple(wav.shape)}")
         if self.ssl is None:
             return self.mel(wav.float())
+        if self.upstream_cfg["upstream"] == "whisper":
+            mel = self.mel(wav.float())                                                 # (Tm, n_mels)
+            h, _ = self.ssl(mel[None], torch.tensor([mel.shape[0]]))
+            return h[0, : mel.shape[0] // 2]        # whole mel frame pairs: tokens * 2 <= mel frames
         h, n = self.ssl(wav.float().reshape(1, -1, 1), torch.tensor([wav.numel()]))
         return h[0, : int(n[0])]
 

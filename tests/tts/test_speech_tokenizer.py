@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from speech_rl.tts.speech_tokenizer import SpeechTokenizer, assign, kmeans
+from tests.open_world import need_whisper
 
 
 def test_kmeans_recovers_separated_blobs():
@@ -83,3 +84,26 @@ def test_tokenize_cli_writes_tokens_beside_the_manifest(tmp_path):
     bad.write_text('{"id": "a", "tokens": [1, -2]}\n')
     with pytest.raises(ValueError, match="bad.tokens.jsonl:1: not a token row"):
         read_tokens(bad)
+
+
+@need_whisper
+def test_whisper_upstream_tokens_at_50_hz_fit_the_mel_frames(tmp_path):
+    """upstream=whisper: Whisper encoder states, 2 mel frames per token (a flow decoder with up=2
+    has mel for every token, odd lengths included), a layer cut changes the features, and the
+    saved file (codebook + config, no encoder weights) tokenises alike."""
+    wavs = [torch.cat([_tone(f, 0.37), _tone(g, 0.41)]) for f, g in ((300, 1200), (700, 2500), (1500, 400))]
+    full = SpeechTokenizer(codebook_size=6, stack=1, upstream="whisper")
+    assert full.frame_rate == 50.0
+    for w in wavs + [_tone(440, 0.5)[:8161]]:
+        n_mel = w.numel() // 160 + 1
+        assert full.frames(w).shape == (n_mel // 2, 384)
+    cut = SpeechTokenizer(codebook_size=6, stack=1, upstream="whisper", upstream_layer=2)
+    assert not torch.allclose(cut.features(wavs[0]), full.features(wavs[0]))
+    cut.fit(wavs, seed=0)
+    cut.save(tmp_path / "w.pt")
+    again = SpeechTokenizer.load(tmp_path / "w.pt")
+    assert again.config()["upstream_layer"] == 2 and torch.equal(again(wavs[1]), cut(wavs[1]))
+    with pytest.raises(ValueError, match="layers 1..4"):
+        SpeechTokenizer(stack=1, upstream="whisper", upstream_layer=7)
+    with pytest.raises(ValueError, match="80 mels at hop 160"):
+        SpeechTokenizer(stack=1, upstream="whisper", n_mels=64)

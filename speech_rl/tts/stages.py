@@ -1,0 +1,130 @@
+"""`speech-rl eval-tts-stages`: where a TTS loses what the judge needs, stage by stage.
+
+The recordings of a manifest are re-made through each stage of the TTS output path and
+read by the independent judge (Whisper through faster-whisper, Whisper's English
+normaliser on both sides); no TTS LM sampling is involved, so every loss measured here is
+one the LM cannot make up for:
+
+  recording     the audio as it is: the judge's own floor on these speakers
+  mel_vocoder   recording -> log-mel -> the checkpoint's vocoder (Griffin-Lim by default):
+                what the vocoder keeps
+  tokens_flow   recording -> speech tokens (the tokenizer the TTS data was made with) ->
+                the checkpoint's flow decoder -> vocoder: what the tokens, and the flow
+                decoder trained on them, keep
+
+A stage's WER far above the one before it is where intelligibility is lost. The flow
+decoder is conditioned on one of its own training speakers (``speaker``; rows of a
+held-out speaker need one), so ``tokens_flow`` also shows whether the tokens carry the
+content of a voice the TTS never heard.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STAGES = ("recording", "mel_vocoder", "tokens_flow")
+
+
+def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speaker: str | None = None,
+                 gen: torch.Generator | None = None) -> np.ndarray:
+    """One recording (n,) float32 at 16 kHz -> its re-synthesis through ``stage`` (same rate)."""
+    if stage == "recording":
+        return wav
+    if system is None:
+        raise ValueError(f"stage {stage!r} needs a TTS checkpoint (its vocoder and flow decoder)")
+    if system.vocoder.sample_rate != 16000:
+        raise ValueError(f"stage check reads 16 kHz audio; this vocoder writes {system.vocoder.sample_rate} Hz")
+    x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    if stage == "mel_vocoder":
+        from speech_rl.data.features import LogMel
+
+        mel = LogMel(n_mels=system.flow.n_mels, hop_length=system.vocoder.hop_length)(x)
+        return system.vocoder(mel).numpy()
+    if stage == "tokens_flow":
+        if tokenizer is None:
+            raise ValueError("stage 'tokens_flow' needs the speech tokenizer the TTS data was tokenised with")
+        toks = tokenizer(x).tolist()
+        if not toks:
+            return np.zeros(0, np.float32)
+        wavs, _, _ = system.synthesise([toks], [speaker], gen=gen)
+        return wavs[0].numpy()
+    raise ValueError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
+
+
+def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokenizer: str | None = None,
+                    speaker: str | None = None, judge: str = "tiny.en", stages: tuple[str, ...] = STAGES,
+                    limit: int | None = None, wav_dir: str | None = None, seed: int = 0) -> dict:
+    """Judge WER / sub / ins / del (Whisper normaliser) of each stage's re-synthesis of the
+    first ``limit`` rows of ``manifest``. A row whose speaker the flow decoder knows keeps its
+    voice; any other row is decoded as ``speaker`` (required then). Returns
+    ``{"stages": {stage: {wer, sub, ins, del}}, "utterances", "judge", ...}``."""
+    from speech_rl.data.manifest import read_manifest, utterance_audio
+    from speech_rl.evaluate import score
+    from speech_rl.judge import WhisperJudge, WhisperNormalizer
+
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown} (known: {', '.join(STAGES)})")
+    utts, bad = read_manifest(manifest, on_bad_row="error", check_audio="full")
+    utts = utts[:limit] if limit else utts
+    system = tok = None
+    if any(s != "recording" for s in stages):
+        from speech_rl.tts.system import load_tts_system
+
+        if checkpoint is None:
+            raise ValueError(f"stages {[s for s in stages if s != 'recording']} need a TTS checkpoint")
+        system = load_tts_system(checkpoint).eval()
+    if "tokens_flow" in stages:
+        from speech_rl.tts.speech_tokenizer import SpeechTokenizer
+
+        if tokenizer is None:
+            raise ValueError("stage tokens_flow needs --tokenizer (the file the TTS data was tokenised with)")
+        tok = SpeechTokenizer.load(tokenizer)
+        if tok.codebook_size != system.flow.n_codes:
+            raise ValueError(f"tokenizer {tokenizer} has {tok.codebook_size} codes, the flow decoder of "
+                             f"{checkpoint} reads {system.flow.n_codes}")
+        known = set(system.speakers)
+        if speaker is not None and speaker not in known:
+            raise ValueError(f"--speaker {speaker!r} is not in the TTS model's table {system.speakers}")
+        if speaker is None and any(u.speaker not in known for u in utts):
+            raise ValueError(f"{manifest}: rows of speakers the TTS never heard "
+                             f"({sorted({u.speaker for u in utts} - known)}); give --speaker (one of {system.speakers})")
+    whisper, norm = WhisperJudge(judge), WhisperNormalizer()
+    res: dict = {"manifest": str(manifest), "checkpoint": checkpoint, "tokenizer": tokenizer, "judge": judge,
+                 "judge_normalizer": "whisper", "utterances": len(utts), "stages": {}}
+    if tok is not None:
+        res["token_rate_hz"], res["codebook_size"] = tok.frame_rate, tok.codebook_size
+    for stage in stages:
+        gen = torch.Generator().manual_seed(seed)
+        rows = []
+        for u in utts:
+            spk = u.speaker if system is not None and u.speaker in system.speakers else speaker
+            audio = resynthesise(utterance_audio(u, 16000), stage, system, tok, spk, gen)
+            hyp = whisper.transcribe(np.clip(audio, -1, 1)) if len(audio) >= 400 else ""
+            rows.append({"id": u.id, "ref": u.text, "hyp": hyp, "keywords": None, "audio": audio})
+        r = score(rows, norm)
+        res["stages"][stage] = {k: r[k] for k in ("wer", "sub", "ins", "del")}
+        if wav_dir:
+            _write(rows, Path(wav_dir) / stage)
+    return res
+
+
+def _write(rows: list[dict], d: Path) -> None:
+    import soundfile as sf
+
+    d.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        sf.write(d / f"{r['id']}.wav", np.clip(r["audio"], -1, 1), 16000, subtype="PCM_16")
+    (d / "hyps.jsonl").write_text("".join(json.dumps({"id": r["id"], "ref": r["ref"], "hyp": r["hyp"]}) + "\n"
+                                          for r in rows))
+
+
+def format_stages(res: dict) -> str:
+    """The stage table as markdown."""
+    lines = ["| stage | judge WER % | Sub | Ins | Del |", "|---|---|---|---|---|"]
+    for stage, r in res["stages"].items():
+        lines.append(f"| {stage} | " + " | ".join(f"{100 * r[k]:.2f}" for k in ("wer", "sub", "ins", "del")) + " |")
+    return "\n".join(lines)
