@@ -120,7 +120,12 @@ class TTSDataModule(ASRDataModule):
 
         tokens: dict[str, list[int]] = {}
         for p in [paths] if isinstance(paths, str) else list(paths):
-            tokens.update(read_tokens(tokens_path(p)))
+            part = read_tokens(tokens_path(p))
+            top = max((max(t) for t in part.values() if t), default=-1)
+            if top >= self.hparams.codebook_size:
+                raise ValueError(f"{tokens_path(p)} holds token id {top} but data.codebook_size is "
+                                 f"{self.hparams.codebook_size}: written by another tokenizer? (delete it to re-tokenise)")
+            tokens.update(part)
         return TTSDataset(utts, tokens, self.hparams.sample_rate, self.hparams.n_mels, self.hparams.default_speaker)
 
     collate = staticmethod(collate_tts)

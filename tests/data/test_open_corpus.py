@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from speech_rl.data.open_corpus import TEST_VOICES, TRAIN_VOICES, OpenSplit, parse_splits, split_jobs, synth_open_corpus
+from speech_rl.data.open_corpus import DEFAULT_SPLITS, TEST_VOICES, TRAIN_VOICES, OpenSplit, parse_splits, split_jobs, synth_open_corpus
 from tests.open_world import need_flite, need_fortunes
 
 
@@ -38,6 +38,10 @@ def test_parse_splits_sizes_and_errors():
     splits = parse_splits("test_long=20, rl_pool=400")
     assert list(splits) == ["test_long", "rl_pool"]
     assert splits["test_long"].kind == "long" and splits["test_long"].voices == "test" and splits["rl_pool"].n == 400
+    # the TTS split only when asked for: SFT sentences, training voices, no added noise
+    tts = parse_splits("tts_train=50")["tts_train"]
+    assert (tts.n, tts.pool, tts.voices, tts.noise_share) == (50, "sft", "train", 0.0)
+    assert "tts_train" not in DEFAULT_SPLITS
     for bad in ("rl_pool=ten", "nope=3", "rl_pool=0", ""):
         with pytest.raises(ValueError, match="splits"):
             parse_splits(bad)

@@ -107,3 +107,21 @@ def test_whisper_upstream_tokens_at_50_hz_fit_the_mel_frames(tmp_path):
         SpeechTokenizer(stack=1, upstream="whisper", upstream_layer=7)
     with pytest.raises(ValueError, match="80 mels at hop 160"):
         SpeechTokenizer(stack=1, upstream="whisper", n_mels=64)
+
+
+def test_tts_data_refuses_tokens_beyond_its_codebook(tmp_path):
+    """Tokens live beside their manifest whatever tokenizer wrote them: tokens of a larger
+    codebook (another tokenizer's file) stop with the file's name instead of being clamped."""
+    import soundfile as sf
+
+    from datamodules.tts import TTSDataModule
+    from speech_rl.data.manifest import read_manifest, write_manifest
+    from speech_rl.tts.tokenize import tokens_path
+
+    sf.write(tmp_path / "a.wav", _tone(300).numpy(), 16000)
+    man = write_manifest(tmp_path / "m.jsonl", [{"id": "a", "audio": "a.wav", "text": "hi", "speaker": "s"}])
+    write_manifest(tokens_path(man), [{"id": "a", "tokens": [3, 40, 7], "frame_rate": 25.0}])
+    utts = read_manifest(man)[0]
+    assert len(TTSDataModule(str(man), codebook_size=64).make_dataset(utts, str(man))) == 1
+    with pytest.raises(ValueError, match=r"m.tokens.jsonl holds token id 40 but data.codebook_size is 16"):
+        TTSDataModule(str(man), codebook_size=16).make_dataset(utts, str(man))
