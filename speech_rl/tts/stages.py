@@ -56,7 +56,8 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
 
 def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokenizer: str | None = None,
                     speaker: str | None = None, judge: str = "tiny.en", stages: tuple[str, ...] = STAGES,
-                    limit: int | None = None, wav_dir: str | None = None, seed: int = 0) -> dict:
+                    limit: int | None = None, wav_dir: str | None = None, seed: int = 0,
+                    progress: bool = True) -> dict:
     """Judge WER / sub / ins / del (Whisper normaliser) of each stage's re-synthesis of the
     first ``limit`` rows of ``manifest``. A row whose speaker the flow decoder knows keeps its
     voice; any other row is decoded as ``speaker`` (required then). Returns
@@ -97,10 +98,12 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
                  "judge_normalizer": "whisper", "utterances": len(utts), "stages": {}}
     if tok is not None:
         res["token_rate_hz"], res["codebook_size"] = tok.frame_rate, tok.codebook_size
+    from tqdm.auto import tqdm
+
     for stage in stages:
         gen = torch.Generator().manual_seed(seed)
         rows = []
-        for u in utts:
+        for u in tqdm(utts, desc=f"stage {stage}", unit="utt", disable=not progress):
             spk = u.speaker if system is not None and u.speaker in system.speakers else speaker
             audio = resynthesise(utterance_audio(u, 16000), stage, system, tok, spk, gen)
             hyp = whisper.transcribe(np.clip(audio, -1, 1)) if len(audio) >= 400 else ""
