@@ -173,7 +173,9 @@ def _eval_tts_stages(argv: list[str]) -> int:
     p.add_argument("--tokenizer", help="the speech tokenizer file the checkpoint's training tokens came from")
     p.add_argument("--speaker", help="flow decoder speaker for rows of a speaker it was not trained on")
     p.add_argument("--judge", default="tiny.en", help="tiny.en, base (extra whisper-base) or a CTranslate2 folder")
-    p.add_argument("--stages", default=",".join(STAGES_CLI), help="comma-separated subset, in order")
+    p.add_argument("--stages", default=",".join(STAGES_CLI), help="comma-separated subset, in order, of "
+                   "recording, mel_vocoder, tokens_centroid (log-mel tokenizers: centroids -> vocoder, no "
+                   "decoder), tokens_flow")
     p.add_argument("--limit", type=int, help="the first N rows only")
     p.add_argument("--wav-dir", help="write each stage's wavs and transcripts to DIR/<stage>/")
     p.add_argument("--seed", type=int, default=0, help="flow decoder noise seed")
@@ -190,7 +192,7 @@ def _eval_tts_stages(argv: list[str]) -> int:
     return 0
 
 
-STAGES_CLI = ("recording", "mel_vocoder", "tokens_flow")      # speech_rl.tts.stages.STAGES (no import at start-up)
+STAGES_CLI = ("recording", "mel_vocoder", "tokens_flow")      # speech_rl.tts.stages.DEFAULT_STAGES (no import at start-up)
 
 
 def _report(argv: list[str]) -> int:

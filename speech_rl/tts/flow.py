@@ -11,6 +11,14 @@ sampling integrates ``dx/dt = v`` from t = 0 to 1 with ``n_steps`` Euler steps.
 Tokens at 25 Hz are embedded, contextualised by a small Transformer, and repeated
 ``up`` times to the mel rate (100 Hz); the estimator is a stack of dilated 1-D
 convolution blocks with FiLM conditioning on time and speaker.
+
+With ``prior_weight > 0`` the conditioning also predicts the mel itself (Matcha-TTS's
+encoder output ``mu``): a linear head on the speaker-aware token states gives
+``mu (B, Tm, M)``, trained by masked MSE to the mel with weight ``prior_weight`` beside
+the flow loss, and the estimator reads ``[x_t | cond | mu]``. The regression target gives
+the conditioning a direct path to the spectrum, so the flow has only the detail left to
+model; without it the estimator must learn what each token sounds like from the flow loss
+alone, which a small CPU budget does not reach (docs/results/tts_open.md).
 """
 from __future__ import annotations
 
@@ -51,49 +59,65 @@ class ConvBlock(nn.Module):
 class FlowDecoder(nn.Module):
     """Args: n_codes (speech codebook size K), n_speakers, n_mels, up (mel frames per
     token), d_model, cond_layers (Transformer layers over tokens), n_blocks (estimator
-    conv blocks; dilations cycle 1, 2, 4), kernel, sigma_min."""
+    conv blocks; dilations cycle 1, 2, 4), kernel, sigma_min, prior_weight (0: no mel
+    prior; > 0: the ``mu`` head and its MSE weight, see the module docstring)."""
 
     def __init__(self, n_codes: int, n_speakers: int, n_mels: int = 80, up: int = 4, d_model: int = 128,
-                 cond_layers: int = 2, n_heads: int = 4, n_blocks: int = 6, kernel: int = 5, sigma_min: float = 1e-4):
+                 cond_layers: int = 2, n_heads: int = 4, n_blocks: int = 6, kernel: int = 5, sigma_min: float = 1e-4,
+                 prior_weight: float = 0.0):
         super().__init__()
+        if prior_weight < 0:
+            raise ValueError(f"flow prior_weight must be >= 0, got {prior_weight}")
         self.n_codes, self.n_mels, self.up, self.sigma_min = n_codes, n_mels, up, sigma_min
+        self.prior_weight = float(prior_weight)
         self.token_embed = nn.Embedding(n_codes, d_model)
         self.spk_embed = nn.Embedding(n_speakers, d_model)
         layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, 0.0, activation="gelu", batch_first=True,
                                            norm_first=True)
         self.cond_enc = nn.TransformerEncoder(layer, cond_layers, enable_nested_tensor=False)
         self.t_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
-        self.inp = nn.Conv1d(n_mels + d_model, d_model, 1)
+        self.prior = nn.Linear(d_model, n_mels) if self.prior_weight > 0 else None
+        self.inp = nn.Conv1d(n_mels + d_model + (n_mels if self.prior is not None else 0), d_model, 1)
         self.blocks = nn.ModuleList([ConvBlock(d_model, kernel, 2 ** (i % 3)) for i in range(n_blocks)])
         self.out = nn.Conv1d(d_model, n_mels, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.d_model = d_model
 
-    def condition(self, tokens: torch.Tensor, token_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens (B, T) long -> conditioning (B, T * up, D) and mel mask (B, T * up) float."""
+    def condition(self, tokens: torch.Tensor, token_lens: torch.Tensor,
+                  spk: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """tokens (B, T) long, spk (B,) long -> conditioning (B, T * up, D), mel mask
+        (B, T * up) float, and with a prior its mel ``mu`` (B, T * up, M) (else None); the
+        prior's token states also see the speaker (it needs the voice to predict a spectrum)."""
         b, t = tokens.shape
         x = self.token_embed(tokens.clamp(0, self.n_codes - 1)) + sinusoidal_positions(t, self.d_model, tokens.device)
+        if self.prior is not None:
+            if spk is None:
+                raise ValueError("a flow decoder with a mel prior needs the speaker ids")
+            x = x + self.spk_embed(spk)[:, None]
         pad = torch.arange(t, device=tokens.device)[None] >= token_lens[:, None]
         x = self.cond_enc(x, src_key_padding_mask=pad)
         cond = x.repeat_interleave(self.up, dim=1)                                      # (B, T*up, D)
         mask = (~pad).repeat_interleave(self.up, dim=1).float()
-        return cond, mask
+        mu = self.prior(cond) * mask[..., None] if self.prior is not None else None
+        return cond, mask, mu
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, spk: torch.Tensor,
-                 mask: torch.Tensor) -> torch.Tensor:
-        """x (B, Tm, M), t (B,), cond (B, Tm, D), spk (B,) long, mask (B, Tm) -> v (B, Tm, M)."""
+                 mask: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, Tm, M), t (B,), cond (B, Tm, D), spk (B,) long, mask (B, Tm), mu (B, Tm, M)
+        with a prior -> v (B, Tm, M)."""
         c = self.t_mlp(time_embedding(t, self.d_model)) + self.spk_embed(spk)           # (B, D)
         m = mask[:, None]                                                               # (B, 1, Tm)
-        h = self.inp(torch.cat([x, cond], -1).transpose(1, 2)) * m
+        h = self.inp(torch.cat([x, cond] + ([mu] if mu is not None else []), -1).transpose(1, 2)) * m
         for blk in self.blocks:
             h = blk(h, c, m)
         return (self.out(h) * m).transpose(1, 2)
 
     def loss(self, mel: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor, spk: torch.Tensor,
              gen: torch.Generator | None = None) -> torch.Tensor:
-        """Masked CFM loss. mel (B, Tm', M) with Tm' >= T * up (cut to T * up), tokens (B, T)."""
-        cond, mask = self.condition(tokens, token_lens)
+        """Masked CFM loss (+ ``prior_weight`` x the prior's masked MSE to the mel).
+        mel (B, Tm', M) with Tm' >= T * up (cut to T * up), tokens (B, T)."""
+        cond, mask, mu = self.condition(tokens, token_lens, spk)
         tm = cond.shape[1]
         if mel.shape[1] < tm:
             raise ValueError(f"mel has {mel.shape[1]} frames but {tokens.shape[1]} tokens need {tm}")
@@ -103,8 +127,12 @@ class FlowDecoder(nn.Module):
         tt = t[:, None, None]
         xt = (1 - (1 - self.sigma_min) * tt) * x0 + tt * x1
         u = x1 - (1 - self.sigma_min) * x0
-        err = (self.velocity(xt, t, cond, spk, mask) - u) ** 2 * mask[..., None]
-        return err.sum() / (mask.sum() * self.n_mels).clamp_min(1)
+        denom = (mask.sum() * self.n_mels).clamp_min(1)
+        err = (self.velocity(xt, t, cond, spk, mask, mu) - u) ** 2 * mask[..., None]
+        loss = err.sum() / denom
+        if mu is not None:
+            loss = loss + self.prior_weight * ((mu - x1) ** 2 * mask[..., None]).sum() / denom
+        return loss
 
     @torch.no_grad()
     def sample(self, tokens: torch.Tensor, token_lens: torch.Tensor, spk: torch.Tensor, n_steps: int = 10,
@@ -112,9 +140,9 @@ class FlowDecoder(nn.Module):
         """Euler ODE from noise: tokens (B, T) -> mel (B, T * up, M), mel lengths (B,)."""
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-        cond, mask = self.condition(tokens, token_lens)
+        cond, mask, mu = self.condition(tokens, token_lens, spk)
         x = torch.randn(*cond.shape[:2], self.n_mels, device=cond.device, generator=gen) * temperature
         for i in range(n_steps):
             t = torch.full((x.shape[0],), i / n_steps, device=x.device)
-            x = x + self.velocity(x, t, cond, spk, mask) / n_steps
+            x = x + self.velocity(x, t, cond, spk, mask, mu) / n_steps
         return x * mask[..., None], token_lens * self.up

@@ -169,6 +169,18 @@ class SpeechTokenizer(nn.Module):
             raise RuntimeError("SpeechTokenizer has no codebook yet: call fit(...) or load(...) first")
         return assign(self.frames(wav), self.centroids)[0]
 
+    def centroid_features(self, ids: torch.Tensor) -> torch.Tensor:
+        """token ids (T,) -> their centroids unstacked, (T * stack, D): the mean-removed
+        features the tokens stand for. Log-mel tokenizers only (an upstream's states have no
+        way back to a spectrum): ``speech-rl eval-tts-stages``' ``tokens_centroid`` stage,
+        the tokens' own reach with no decoder trained."""
+        if self.ssl is not None:
+            raise ValueError(f"centroids of upstream {self.upstream_cfg['upstream']!r} are not a spectrum; "
+                             "only a log-mel tokenizer's centroids can be vocoded")
+        if ids.dim() != 1:
+            raise ValueError(f"centroid_features wants token ids (T,), got shape {tuple(ids.shape)}")
+        return self.centroids[ids].reshape(ids.numel() * self.stack, -1)
+
     def config(self) -> dict:
         return {"codebook_size": self.codebook_size, "stack": self.stack, "sample_rate": self.sample_rate,
                 "n_mels": self.mel.n_mels, "hop_length": self.mel.hop_length, **self.upstream_cfg}

@@ -8,6 +8,10 @@ one the LM cannot make up for:
   recording     the audio as it is: the judge's own floor on these speakers
   mel_vocoder   recording -> log-mel -> the checkpoint's vocoder (Griffin-Lim by default):
                 what the vocoder keeps
+  tokens_centroid  recording -> speech tokens -> their k-means centroids (log-mel tokenizers:
+                the mean-removed log-mel each token stands for) + the recording's mean log-mel
+                -> vocoder: what the tokens themselves keep, with no decoder trained (the
+                utterance mean, which the tokenizer removes, is taken from the recording)
   tokens_flow   recording -> speech tokens (the tokenizer the TTS data was made with) ->
                 the checkpoint's flow decoder -> vocoder: what the tokens, and the flow
                 decoder trained on them, keep
@@ -25,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-STAGES = ("recording", "mel_vocoder", "tokens_flow")
+STAGES = ("recording", "mel_vocoder", "tokens_centroid", "tokens_flow")
+DEFAULT_STAGES = ("recording", "mel_vocoder", "tokens_flow")      # tokens_centroid: log-mel tokenizers only
 
 
 def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speaker: str | None = None,
@@ -43,6 +48,18 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
 
         mel = LogMel(n_mels=system.flow.n_mels, hop_length=system.vocoder.hop_length)(x)
         return system.vocoder(mel).numpy()
+    if stage == "tokens_centroid":
+        if tokenizer is None:
+            raise ValueError("stage 'tokens_centroid' needs the speech tokenizer the TTS data was tokenised with")
+        if tokenizer.mel.n_mels != system.flow.n_mels or tokenizer.mel.hop_length != system.vocoder.hop_length:
+            raise ValueError(f"stage 'tokens_centroid': the tokenizer's log-mel ({tokenizer.mel.n_mels} bins, hop "
+                             f"{tokenizer.mel.hop_length}) is not the vocoder's ({system.flow.n_mels}, "
+                             f"{system.vocoder.hop_length})")
+        ids = tokenizer(x)
+        if not ids.numel():
+            return np.zeros(0, np.float32)
+        mean = tokenizer.features(x).mean(0, keepdim=True)                             # (1, n_mels)
+        return system.vocoder(tokenizer.centroid_features(ids) + mean).numpy()
     if stage == "tokens_flow":
         if tokenizer is None:
             raise ValueError("stage 'tokens_flow' needs the speech tokenizer the TTS data was tokenised with")
@@ -55,7 +72,7 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
 
 
 def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokenizer: str | None = None,
-                    speaker: str | None = None, judge: str = "tiny.en", stages: tuple[str, ...] = STAGES,
+                    speaker: str | None = None, judge: str = "tiny.en", stages: tuple[str, ...] = DEFAULT_STAGES,
                     limit: int | None = None, wav_dir: str | None = None, seed: int = 0,
                     progress: bool = True) -> dict:
     """Judge WER / sub / ins / del (Whisper normaliser) of each stage's re-synthesis of the
@@ -78,15 +95,19 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
         if checkpoint is None:
             raise ValueError(f"stages {[s for s in stages if s != 'recording']} need a TTS checkpoint")
         system = load_tts_system(checkpoint).eval()
-    if "tokens_flow" in stages:
+    if "tokens_flow" in stages or "tokens_centroid" in stages:
         from speech_rl.tts.speech_tokenizer import SpeechTokenizer
 
         if tokenizer is None:
-            raise ValueError("stage tokens_flow needs --tokenizer (the file the TTS data was tokenised with)")
+            raise ValueError("stages tokens_flow / tokens_centroid need --tokenizer (the file the TTS data was tokenised with)")
         tok = SpeechTokenizer.load(tokenizer)
         if tok.codebook_size != system.flow.n_codes:
             raise ValueError(f"tokenizer {tokenizer} has {tok.codebook_size} codes, the flow decoder of "
                              f"{checkpoint} reads {system.flow.n_codes}")
+        if "tokens_centroid" in stages and tok.ssl is not None:
+            raise ValueError(f"stage tokens_centroid: tokenizer {tokenizer} reads upstream "
+                             f"{tok.upstream_cfg['upstream']!r}, whose centroids are not a spectrum (log-mel tokenizers only)")
+    if "tokens_flow" in stages:
         known = set(system.speakers)
         if speaker is not None and speaker not in known:
             raise ValueError(f"--speaker {speaker!r} is not in the TTS model's table {system.speakers}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import torch
 
 from tests.open_world import flite_manifest, need_flite, need_whisper
@@ -48,7 +49,7 @@ def test_stages_locate_the_loss_and_name_bad_input(tmp_path, capsys):
     assert res["utterances"] == 4 and res["token_rate_hz"] == 25.0
     assert len(list((tmp_path / "wavs" / "tokens_flow").glob("*.wav"))) == 4
     bad = {"never heard.*give --speaker": ["--tokenizer", str(tmp_path / "tok.pt")],
-           "needs --tokenizer": ["--speaker", "en-us"],
+           "need --tokenizer": ["--speaker", "en-us"],
            "8 codes.*reads 16": ["--tokenizer", str(tmp_path / "tok8.pt"), "--speaker", "en-us"]}
     SpeechTokenizer(codebook_size=8).save(tmp_path / "tok8.pt")
     for why, args in bad.items():
@@ -56,3 +57,26 @@ def test_stages_locate_the_loss_and_name_bad_input(tmp_path, capsys):
         assert re.search(why, capsys.readouterr().err), why
     assert main(["eval-tts-stages", str(man), "--stages", "recording,vocoder"]) == 2
     assert "unknown stages ['vocoder']" in capsys.readouterr().err
+
+
+@need_flite
+@need_whisper
+def test_centroid_stage_shows_what_the_tokens_keep(tmp_path):
+    """Centroids of a log-mel codebook, vocoded with no decoder trained, still say the words
+    an untrained flow decoder loses; an upstream's codebook (not a spectrum) is refused."""
+    from speech_rl.data.manifest import read_manifest, utterance_audio
+    from speech_rl.tts.speech_tokenizer import SpeechTokenizer
+    from speech_rl.tts.stages import evaluate_stages
+
+    man = flite_manifest(tmp_path / "c")
+    tok = SpeechTokenizer(codebook_size=128, stack=2)
+    tok.fit([torch.from_numpy(utterance_audio(u, 16000)) for u in read_manifest(man)[0]])
+    tok.save(tmp_path / "tok.pt")
+    ckpt = _checkpoint(tmp_path, tok)
+    res = evaluate_stages(man, str(ckpt), str(tmp_path / "tok.pt"), "en-us", stages=("tokens_centroid", "tokens_flow"),
+                          progress=False)
+    st = {k: v["wer"] for k, v in res["stages"].items()}
+    assert st["tokens_centroid"] <= 0.5 and st["tokens_flow"] >= 0.8, st
+    SpeechTokenizer(codebook_size=128, stack=1, upstream="whisper").save(tmp_path / "tokw.pt")
+    with pytest.raises(ValueError, match="not a spectrum"):
+        evaluate_stages(man, str(ckpt), str(tmp_path / "tokw.pt"), "en-us", stages=("tokens_centroid",))

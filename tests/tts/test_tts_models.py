@@ -82,6 +82,36 @@ class TestFlowDecoder:
         # untrained: the sample is unit noise, error ~ 1 + 1 = 2 per bin; trained: measured 0.04
         assert float(((out - mel) ** 2).mean()) < 0.2
 
+    def test_mel_prior_learns_a_speaker_dependent_map(self):
+        # each (token, speaker) pair stands for its own spectrum: the prior's mu must see the
+        # speaker to predict it, and the ODE sample (which reads mu) reproduces it
+        torch.manual_seed(0)
+        fd = FlowDecoder(n_codes=4, n_speakers=2, n_mels=10, d_model=32, n_blocks=2, up=2, cond_layers=1,
+                         prior_weight=1.0)
+        table, voice = torch.randn(4, 10), 2 * torch.randn(2, 10)
+        g = torch.Generator().manual_seed(1)
+        tok, spk = torch.randint(0, 4, (8, 6), generator=g), torch.arange(8) % 2
+        lens = torch.full((8,), 6)
+        mel = (table[tok] + voice[spk][:, None]).repeat_interleave(2, 1)
+        opt = torch.optim.Adam(fd.parameters(), 1e-2)
+        gen = torch.Generator().manual_seed(2)
+        for _ in range(100):
+            loss = fd.loss(mel, tok, lens, spk, gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            _, mask, mu = fd.condition(tok, lens, spk)
+        assert mu.shape == mel.shape and bool((mask == 1).all())
+        # the speaker offsets alone are ~4 per bin: a mu blind to the speaker cannot get near
+        assert float(((mu - mel) ** 2).mean()) < 0.2
+        out, _ = fd.sample(tok, lens, spk, n_steps=10, gen=torch.Generator().manual_seed(3))
+        assert float(((out - mel) ** 2).mean()) < 0.3
+        with pytest.raises(ValueError, match="needs the speaker ids"):
+            fd.condition(tok, lens)
+        with pytest.raises(ValueError, match="prior_weight must be >= 0"):
+            FlowDecoder(n_codes=4, n_speakers=1, prior_weight=-1)
+
 
 def test_griffin_lim_inverts_logmel():
     sr = 16000
