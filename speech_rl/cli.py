@@ -175,7 +175,7 @@ def _eval_tts_stages(argv: list[str]) -> int:
     p.add_argument("--judge", default="tiny.en", help="tiny.en, base (extra whisper-base) or a CTranslate2 folder")
     p.add_argument("--stages", default=",".join(STAGES_CLI), help="comma-separated subset, in order, of "
                    "recording, mel_vocoder, tokens_centroid (log-mel tokenizers: centroids -> vocoder, no "
-                   "decoder), tokens_flow")
+                   "decoder), tokens_prior (flow decoders with a mel prior: mu -> vocoder), tokens_flow")
     p.add_argument("--limit", type=int, help="the first N rows only")
     p.add_argument("--wav-dir", help="write each stage's wavs and transcripts to DIR/<stage>/")
     p.add_argument("--seed", type=int, default=0, help="flow decoder noise seed")

@@ -12,6 +12,8 @@ one the LM cannot make up for:
                 the mean-removed log-mel each token stands for) + the recording's mean log-mel
                 -> vocoder: what the tokens themselves keep, with no decoder trained (the
                 utterance mean, which the tokenizer removes, is taken from the recording)
+  tokens_prior  recording -> speech tokens -> the flow decoder's mel prior ``mu`` (decoders
+                with ``prior_weight > 0``) -> vocoder: the regression path alone, no ODE
   tokens_flow   recording -> speech tokens (the tokenizer the TTS data was made with) ->
                 the checkpoint's flow decoder -> vocoder: what the tokens, and the flow
                 decoder trained on them, keep
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-STAGES = ("recording", "mel_vocoder", "tokens_centroid", "tokens_flow")
+STAGES = ("recording", "mel_vocoder", "tokens_centroid", "tokens_prior", "tokens_flow")
 DEFAULT_STAGES = ("recording", "mel_vocoder", "tokens_flow")      # tokens_centroid: log-mel tokenizers only
 
 
@@ -60,12 +62,19 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
             return np.zeros(0, np.float32)
         mean = tokenizer.features(x).mean(0, keepdim=True)                             # (1, n_mels)
         return system.vocoder(tokenizer.centroid_features(ids) + mean).numpy()
-    if stage == "tokens_flow":
+    if stage in ("tokens_flow", "tokens_prior"):
         if tokenizer is None:
-            raise ValueError("stage 'tokens_flow' needs the speech tokenizer the TTS data was tokenised with")
+            raise ValueError(f"stage {stage!r} needs the speech tokenizer the TTS data was tokenised with")
         toks = tokenizer(x).tolist()
         if not toks:
             return np.zeros(0, np.float32)
+        if stage == "tokens_prior":
+            if system.flow.prior is None:
+                raise ValueError("stage 'tokens_prior' needs a flow decoder trained with a mel prior (prior_weight > 0)")
+            spk = system.lm.speaker_ids([speaker], x.device)
+            with torch.no_grad():
+                _, _, mu = system.flow.condition(torch.tensor([toks]), torch.tensor([len(toks)]), spk)
+            return system.vocoder(mu[0]).numpy()
         wavs, _, _ = system.synthesise([toks], [speaker], gen=gen)
         return wavs[0].numpy()
     raise ValueError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
@@ -95,11 +104,11 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
         if checkpoint is None:
             raise ValueError(f"stages {[s for s in stages if s != 'recording']} need a TTS checkpoint")
         system = load_tts_system(checkpoint).eval()
-    if "tokens_flow" in stages or "tokens_centroid" in stages:
+    if any(s.startswith("tokens_") for s in stages):
         from speech_rl.tts.speech_tokenizer import SpeechTokenizer
 
         if tokenizer is None:
-            raise ValueError("stages tokens_flow / tokens_centroid need --tokenizer (the file the TTS data was tokenised with)")
+            raise ValueError("stages tokens_* need --tokenizer (the file the TTS data was tokenised with)")
         tok = SpeechTokenizer.load(tokenizer)
         if tok.codebook_size != system.flow.n_codes:
             raise ValueError(f"tokenizer {tokenizer} has {tok.codebook_size} codes, the flow decoder of "
@@ -107,7 +116,9 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
         if "tokens_centroid" in stages and tok.ssl is not None:
             raise ValueError(f"stage tokens_centroid: tokenizer {tokenizer} reads upstream "
                              f"{tok.upstream_cfg['upstream']!r}, whose centroids are not a spectrum (log-mel tokenizers only)")
-    if "tokens_flow" in stages:
+    if "tokens_prior" in stages and system.flow.prior is None:
+        raise ValueError(f"stage tokens_prior: the flow decoder of {checkpoint} has no mel prior (prior_weight 0)")
+    if "tokens_flow" in stages or "tokens_prior" in stages:
         known = set(system.speakers)
         if speaker is not None and speaker not in known:
             raise ValueError(f"--speaker {speaker!r} is not in the TTS model's table {system.speakers}")

@@ -12,14 +12,15 @@ from tests.open_world import flite_manifest, need_flite, need_whisper
 from tests.tts.test_tts_train import TINY_TTS
 
 
-def _checkpoint(tmp_path, tok):
+def _checkpoint(tmp_path, tok, **flow):
     from speech_rl.tts.system import build_tts_system
 
     torch.manual_seed(0)
     model = dict(TINY_TTS, n_codes=tok.codebook_size, vocoder={"_target_": "speech_rl.tts.vocoder.GriffinLimVocoder",
                                                                "n_iter": 32})
+    model["flow"] = {**model.get("flow", {}), **flow}
     tts = build_tts_system(**model)
-    path = tmp_path / "tts.ckpt"
+    path = tmp_path / ("tts_" + "_".join(f"{k}{v}" for k, v in flow.items()) + ".ckpt" if flow else "tts.ckpt")
     torch.save({"hyper_parameters": {"model": model},
                 "state_dict": {f"tts.{k}": v for k, v in tts.state_dict().items()}}, path)
     return path
@@ -80,3 +81,9 @@ def test_centroid_stage_shows_what_the_tokens_keep(tmp_path):
     SpeechTokenizer(codebook_size=128, stack=1, upstream="whisper").save(tmp_path / "tokw.pt")
     with pytest.raises(ValueError, match="not a spectrum"):
         evaluate_stages(man, str(ckpt), str(tmp_path / "tokw.pt"), "en-us", stages=("tokens_centroid",))
+    with pytest.raises(ValueError, match="has no mel prior"):
+        evaluate_stages(man, str(ckpt), str(tmp_path / "tok.pt"), "en-us", stages=("tokens_prior",))
+    # an untrained prior's mu is a random projection: the stage runs, the judge reads nothing
+    prior = _checkpoint(tmp_path, tok, prior_weight=1.0)
+    res = evaluate_stages(man, str(prior), str(tmp_path / "tok.pt"), "en-us", stages=("tokens_prior",), progress=False)
+    assert res["stages"]["tokens_prior"]["wer"] >= 0.8
