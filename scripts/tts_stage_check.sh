@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Where TTS output loses the words (issue: TTS judged for real, item 3): the open corpus' TTS
-# split, two speech tokenizers, a flow decoder trained on each tokenizer's tokens, and each
-# stage's re-synthesis of held-out recordings (held-out sentences, held-out speakers) read by
-# Whisper base (not tiny.en, whose encoder makes the whisper tokens). Results and reading:
-# docs/results/tts_open.md. Stages whose output exists are skipped.
+# split, two speech tokenizers, flow decoders trained on their tokens (with and without the
+# mel prior), and each stage's re-synthesis of held-out recordings (held-out sentences,
+# held-out speakers) read by Whisper base (not tiny.en, whose encoder makes the whisper
+# tokens). Results and reading: docs/results/tts_open.md. Stages whose output exists are skipped.
 #
 #   bash scripts/tts_stage_check.sh WORK [STEPS]      # STEPS: flow decoder steps (default 2000)
 set -euo pipefail
@@ -11,28 +11,36 @@ W=$(realpath -m "${1:?usage: tts_stage_check.sh WORK [STEPS]}"); STEPS=${2:-2000
 D=$W/data
 speech-rl data synth "$D/tts_open" --preset open --splits test_short=100,tts_train=2400
 
-# NAME=tokenizer options|train overrides; tokens live beside their manifest, so each
-# tokenizer gets its own copy of the manifest (the wavs are shared)
+# tokenizer NAME=options; tokens live beside their manifest, so each tokenizer gets its own
+# copy of the manifest (the wavs are shared)
 TOKS=(
-  "logmel256=--codebook-size 256 --stack 4|data.codebook_size=256"
-  "whisper512=--codebook-size 512 --stack 1 --upstream whisper|data.codebook_size=512 model.flow.up=2"
+  "logmel256=--codebook-size 256 --stack 4"
+  "whisper512=--codebook-size 512 --stack 1 --upstream whisper"
+)
+# flow decoder RUN=tokenizer|train overrides|stages
+FLOWS=(
+  "logmel256=logmel256|data.codebook_size=256|recording,mel_vocoder,tokens_centroid,tokens_flow"
+  "logmel256_prior=logmel256|data.codebook_size=256 model.flow.prior_weight=1.0|tokens_prior,tokens_flow"
+  "whisper512=whisper512|data.codebook_size=512 model.flow.up=2|tokens_flow"
 )
 for t in "${TOKS[@]}"; do
-  name=${t%%=*}; spec=${t#*=}; tok_opts=${spec%%|*}; train_opts=${spec#*|}
-  T=$D/tts_$name
+  name=${t%%=*}; T=$D/tts_$name
   mkdir -p "$T" && ln -sfn ../tts_open/wav "$T/wav" && cp -n "$D/tts_open/tts_train.jsonl" "$T/"
   [ -f "$T/speech_tokenizer.pt" ] || speech-rl data tokenize "$T/tts_train.jsonl" \
-      --tokenizer "$T/speech_tokenizer.pt" --fit --fit-utts 1000 $tok_opts
-  R=$W/runs/flow_$name
+      --tokenizer "$T/speech_tokenizer.pt" --fit --fit-utts 1000 ${t#*=}
+done
+for f in "${FLOWS[@]}"; do
+  run=${f%%=*}; IFS='|' read -r tok train_opts stages <<< "${f#*=}"
+  T=$D/tts_$tok; R=$W/runs/flow_$run
   [ -f "$R/checkpoints/last.ckpt" ] || speech-rl train experiment=tts_open_flow paths.data_dir="$D" \
       data.train_manifest="$T/tts_train.jsonl" data.tokenizer="$T/speech_tokenizer.pt" \
       trainer.max_steps="$STEPS" hydra.run.dir="$R" $train_opts
   [ -f "$R/eval/stages.json" ] || speech-rl eval-tts-stages "$D/tts_open/test_short.jsonl" \
       "$R/checkpoints/last.ckpt" --tokenizer "$T/speech_tokenizer.pt" --speaker slt --judge base \
-      --save "$R/eval/stages.json" --wav-dir "$R/eval/stages_wav"
+      --stages "$stages" --save "$R/eval/stages.json" --wav-dir "$R/eval/stages_wav"
 done
-for t in "${TOKS[@]}"; do
-  name=${t%%=*}; echo "== $name"
+for f in "${FLOWS[@]}"; do
+  run=${f%%=*}; echo "== $run"
   python -c "import json,sys; from speech_rl.tts.stages import format_stages; \
-print(format_stages(json.load(open(sys.argv[1]))))" "$W/runs/flow_$name/eval/stages.json"
+print(format_stages(json.load(open(sys.argv[1]))))" "$W/runs/flow_$run/eval/stages.json"
 done

@@ -3,7 +3,8 @@
 Used as the independent judge of audio the project makes (TTS), as the second system of
 RL data construction (D1: utterances where the base and Whisper disagree) and as a
 reference row in ASR tables. Decoding is greedy (beam 1, temperature 0, no timestamps,
-no conditioning on previous text, no VAD): deterministic for a model file.
+no conditioning on previous text, no VAD, language forced to English): deterministic for
+a model file.
 
 Whisper writes digits, punctuation and contractions ("720 people", "Mr. John", "isn't"),
 our references are spelled-out lower-case words, so its WER is scored through Whisper's
@@ -109,12 +110,16 @@ class WhisperJudge:
     """faster-whisper greedy transcription of 16 kHz mono float32 audio.
 
     model: a CTranslate2 Whisper folder or ``pkg:PACKAGE/sub/dir``; compute_type: int8
-    (default, ~0.06 RTF for tiny.en on one core), float32, ...; threads: CPU threads."""
+    (default, ~0.06 RTF for tiny.en on one core), float32, ...; threads: CPU threads;
+    language: the decoding language, English by default (a multilingual model left to
+    detect it answers garbled English in other scripts, e.g. Japanese for accented TTS
+    output; None restores detection)."""
 
     model: str = DEFAULT_MODEL
     compute_type: str = "int8"
     threads: int = 2
     check_sha256: bool = True
+    language: str | None = "en"
 
     def __post_init__(self):
         try:
@@ -139,7 +144,8 @@ class WhisperJudge:
         if wav.ndim != 1 or len(wav) == 0:
             raise ValueError(f"Whisper judge: expected a non-empty mono waveform, got shape {wav.shape}")
         segments, _ = self._model.transcribe(wav, beam_size=1, temperature=0.0, without_timestamps=True,
-                                             condition_on_previous_text=False, vad_filter=False)
+                                             condition_on_previous_text=False, vad_filter=False,
+                                             language=self.language)
         return " ".join(s.text.strip() for s in segments).strip()
 
     def transcribe_manifest(self, manifest: str | Path, on_bad_row: str = "error", progress: bool = False

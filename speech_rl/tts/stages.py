@@ -35,33 +35,43 @@ STAGES = ("recording", "mel_vocoder", "tokens_centroid", "tokens_prior", "tokens
 DEFAULT_STAGES = ("recording", "mel_vocoder", "tokens_flow")      # tokens_centroid: log-mel tokenizers only
 
 
+NO_FLOW = ("recording", "mel_vocoder", "tokens_centroid")     # stages that run without a TTS checkpoint
+
+
 def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speaker: str | None = None,
                  gen: torch.Generator | None = None) -> np.ndarray:
-    """One recording (n,) float32 at 16 kHz -> its re-synthesis through ``stage`` (same rate)."""
+    """One recording (n,) float32 at 16 kHz -> its re-synthesis through ``stage`` (same rate).
+    Without ``system`` (a TTS system) the vocoder stages use the TTS default, Griffin-Lim
+    (32 iterations) on 80-bin log-mel at hop 160."""
     if stage == "recording":
         return wav
+    if system is None and stage not in NO_FLOW:
+        raise ValueError(f"stage {stage!r} needs a TTS checkpoint (its flow decoder)")
     if system is None:
-        raise ValueError(f"stage {stage!r} needs a TTS checkpoint (its vocoder and flow decoder)")
-    if system.vocoder.sample_rate != 16000:
-        raise ValueError(f"stage check reads 16 kHz audio; this vocoder writes {system.vocoder.sample_rate} Hz")
+        from speech_rl.tts.vocoder import GriffinLimVocoder
+
+        vocoder, n_mels = GriffinLimVocoder(n_iter=32), 80
+    else:
+        vocoder, n_mels = system.vocoder, system.flow.n_mels
+    if vocoder.sample_rate != 16000:
+        raise ValueError(f"stage check reads 16 kHz audio; this vocoder writes {vocoder.sample_rate} Hz")
     x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
     if stage == "mel_vocoder":
         from speech_rl.data.features import LogMel
 
-        mel = LogMel(n_mels=system.flow.n_mels, hop_length=system.vocoder.hop_length)(x)
-        return system.vocoder(mel).numpy()
+        mel = LogMel(n_mels=n_mels, hop_length=vocoder.hop_length)(x)
+        return vocoder(mel).numpy()
     if stage == "tokens_centroid":
         if tokenizer is None:
             raise ValueError("stage 'tokens_centroid' needs the speech tokenizer the TTS data was tokenised with")
-        if tokenizer.mel.n_mels != system.flow.n_mels or tokenizer.mel.hop_length != system.vocoder.hop_length:
+        if tokenizer.mel.n_mels != n_mels or tokenizer.mel.hop_length != vocoder.hop_length:
             raise ValueError(f"stage 'tokens_centroid': the tokenizer's log-mel ({tokenizer.mel.n_mels} bins, hop "
-                             f"{tokenizer.mel.hop_length}) is not the vocoder's ({system.flow.n_mels}, "
-                             f"{system.vocoder.hop_length})")
+                             f"{tokenizer.mel.hop_length}) is not the vocoder's ({n_mels}, {vocoder.hop_length})")
         ids = tokenizer(x)
         if not ids.numel():
             return np.zeros(0, np.float32)
         mean = tokenizer.features(x).mean(0, keepdim=True)                             # (1, n_mels)
-        return system.vocoder(tokenizer.centroid_features(ids) + mean).numpy()
+        return vocoder(tokenizer.centroid_features(ids) + mean).numpy()
     if stage in ("tokens_flow", "tokens_prior"):
         if tokenizer is None:
             raise ValueError(f"stage {stage!r} needs the speech tokenizer the TTS data was tokenised with")
@@ -86,7 +96,9 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
                     progress: bool = True) -> dict:
     """Judge WER / sub / ins / del (Whisper normaliser) of each stage's re-synthesis of the
     first ``limit`` rows of ``manifest``. A row whose speaker the flow decoder knows keeps its
-    voice; any other row is decoded as ``speaker`` (required then). Returns
+    voice; any other row is decoded as ``speaker`` (required then). ``checkpoint`` (a TTS
+    checkpoint) is needed by tokens_prior / tokens_flow; without one, mel_vocoder and
+    tokens_centroid use the TTS default vocoder (a tokenizer sweep needs no TTS). Returns
     ``{"stages": {stage: {wer, sub, ins, del}}, "utterances", "judge", ...}``."""
     from speech_rl.data.manifest import read_manifest, utterance_audio
     from speech_rl.evaluate import score
@@ -98,19 +110,19 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
     utts, bad = read_manifest(manifest, on_bad_row="error", check_audio="full")
     utts = utts[:limit] if limit else utts
     system = tok = None
-    if any(s != "recording" for s in stages):
+    if checkpoint is not None:
         from speech_rl.tts.system import load_tts_system
 
-        if checkpoint is None:
-            raise ValueError(f"stages {[s for s in stages if s != 'recording']} need a TTS checkpoint")
         system = load_tts_system(checkpoint).eval()
+    elif any(s not in NO_FLOW for s in stages):
+        raise ValueError(f"stages {[s for s in stages if s not in NO_FLOW]} need a TTS checkpoint")
     if any(s.startswith("tokens_") for s in stages):
         from speech_rl.tts.speech_tokenizer import SpeechTokenizer
 
         if tokenizer is None:
             raise ValueError("stages tokens_* need --tokenizer (the file the TTS data was tokenised with)")
         tok = SpeechTokenizer.load(tokenizer)
-        if tok.codebook_size != system.flow.n_codes:
+        if system is not None and tok.codebook_size != system.flow.n_codes:
             raise ValueError(f"tokenizer {tokenizer} has {tok.codebook_size} codes, the flow decoder of "
                              f"{checkpoint} reads {system.flow.n_codes}")
         if "tokens_centroid" in stages and tok.ssl is not None:
