@@ -5,7 +5,8 @@ decoder trained, so it bounds what any flow decoder on those tokens can give bac
 
   python scripts/tts_token_sweep.py TRAIN.jsonl TEST.jsonl OUT_DIR [--grid 256x4,1024x2] [--limit 50]
 
-Writes OUT_DIR/tok_<K>x<stack>.pt and OUT_DIR/sweep.json, prints the table.
+Writes OUT_DIR/tok_<K>x<stack>.pt and OUT_DIR/sweep.json (cells of an earlier run into the
+same folder are kept unless re-measured), prints the table.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     wavs = [torch.from_numpy(utterance_audio(u, 16000)) for u in read_manifest(a.train)[0][: a.fit_utts]]
-    rows = []
+    done = out / "sweep.json"          # cells of an earlier run are kept unless measured again
+    rows = json.loads(done.read_text())["rows"] if done.is_file() else []
     for cell in a.grid.split(","):
         k, stack = (int(v) for v in cell.split("x"))
         path = out / f"tok_{k}x{stack}.pt"
@@ -49,6 +51,7 @@ def main() -> None:
         res = evaluate_stages(a.test, None, str(path), judge=a.judge, stages=("tokens_centroid",), limit=a.limit,
                               progress=False)
         r = res["stages"]["tokens_centroid"]
+        rows = [r for r in rows if (r["codebook_size"], r["stack"]) != (k, stack)]
         rows.append({"codebook_size": k, "stack": stack, "rate_hz": 100 / stack, "bits_per_s": 100 / stack * (k.bit_length() - 1),
                      "mean_sq_distance": inertia, "fit_s": fit_s, **r, "utterances": res["utterances"]})
         print(json.dumps(rows[-1]), flush=True)
