@@ -147,7 +147,10 @@ class SpeechTokenizer(nn.Module):
 
     def frames(self, wav: torch.Tensor) -> torch.Tensor:
         """waveform (n,) -> stacked, mean-normalised features (T, stack * D)."""
-        m = self.features(wav)
+        return self.stack_features(self.features(wav))
+
+    def stack_features(self, m: torch.Tensor) -> torch.Tensor:
+        """features (T', D) from ``features`` -> stacked, mean-normalised (T' // stack, stack * D)."""
         m = m - m.mean(0, keepdim=True)
         t = m.shape[0] // self.stack
         return m[: t * self.stack].reshape(t, -1)
@@ -165,9 +168,15 @@ class SpeechTokenizer(nn.Module):
 
     @torch.no_grad()
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.tokens_from_features(self.features(wav))
+
+    @torch.no_grad()
+    def tokens_from_features(self, m: torch.Tensor) -> torch.Tensor:
+        """features (T', D) from ``features`` -> token ids (T' // stack,) long (for a caller
+        that needs the features too, without computing them twice)."""
         if not bool(self.fitted):
             raise RuntimeError("SpeechTokenizer has no codebook yet: call fit(...) or load(...) first")
-        return assign(self.frames(wav), self.centroids)[0]
+        return assign(self.stack_features(m), self.centroids)[0]
 
     def centroid_features(self, ids: torch.Tensor) -> torch.Tensor:
         """token ids (T,) -> their centroids unstacked, (T * stack, D): the mean-removed

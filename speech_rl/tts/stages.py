@@ -25,6 +25,7 @@ content of a voice the TTS never heard.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -38,6 +39,14 @@ DEFAULT_STAGES = ("recording", "mel_vocoder", "tokens_flow")      # tokens_centr
 NO_FLOW = ("recording", "mel_vocoder", "tokens_centroid")     # stages that run without a TTS checkpoint
 
 
+@functools.lru_cache(maxsize=1)
+def _default_vocoder():
+    """The TTS default vocoder (Griffin-Lim, 32 iterations, 80 mels, hop 160), built once."""
+    from speech_rl.tts.vocoder import GriffinLimVocoder
+
+    return GriffinLimVocoder(n_iter=32)
+
+
 def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speaker: str | None = None,
                  gen: torch.Generator | None = None) -> np.ndarray:
     """One recording (n,) float32 at 16 kHz -> its re-synthesis through ``stage`` (same rate).
@@ -48,9 +57,7 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
     if system is None and stage not in NO_FLOW:
         raise ValueError(f"stage {stage!r} needs a TTS checkpoint (its flow decoder)")
     if system is None:
-        from speech_rl.tts.vocoder import GriffinLimVocoder
-
-        vocoder, n_mels = GriffinLimVocoder(n_iter=32), 80
+        vocoder, n_mels = _default_vocoder(), 80
     else:
         vocoder, n_mels = system.vocoder, system.flow.n_mels
     if vocoder.sample_rate != 16000:
@@ -67,11 +74,11 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
         if tokenizer.mel.n_mels != n_mels or tokenizer.mel.hop_length != vocoder.hop_length:
             raise ValueError(f"stage 'tokens_centroid': the tokenizer's log-mel ({tokenizer.mel.n_mels} bins, hop "
                              f"{tokenizer.mel.hop_length}) is not the vocoder's ({n_mels}, {vocoder.hop_length})")
-        ids = tokenizer(x)
+        feats = tokenizer.features(x)                                                   # (T', n_mels)
+        ids = tokenizer.tokens_from_features(feats)
         if not ids.numel():
             return np.zeros(0, np.float32)
-        mean = tokenizer.features(x).mean(0, keepdim=True)                             # (1, n_mels)
-        return vocoder(tokenizer.centroid_features(ids) + mean).numpy()
+        return vocoder(tokenizer.centroid_features(ids) + feats.mean(0, keepdim=True)).numpy()
     if stage in ("tokens_flow", "tokens_prior"):
         if tokenizer is None:
             raise ValueError(f"stage {stage!r} needs the speech tokenizer the TTS data was tokenised with")
