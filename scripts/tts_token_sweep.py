@@ -1,12 +1,15 @@
-"""Which log-mel codebook keeps the words: fit k-means tokenizers of several sizes and
-frame rates on a TTS manifest and let the Whisper judge read each one's centroid
-re-synthesis of held-out recordings (``eval-tts-stages`` stage ``tokens_centroid``: no
-decoder trained, so it bounds what any flow decoder on those tokens can give back).
+"""Which codebook keeps the words: fit k-means tokenizers of several sizes, frame rates and
+features on a TTS manifest and let the Whisper judge read each one's re-synthesis of held-out
+recordings with no decoder trained (``eval-tts-stages`` stage ``tokens_centroid``: a log-mel
+tokenizer's centroids, an upstream tokenizer's per-code mean log-mel, + the recording's mean
+log-mel -> Griffin-Lim). A frame-wise reading: a decoder with context can beat it.
 
-  python scripts/tts_token_sweep.py TRAIN.jsonl TEST.jsonl OUT_DIR [--grid 256x4,1024x2] [--limit 50]
+  python scripts/tts_token_sweep.py TRAIN.jsonl TEST.jsonl OUT_DIR [--grid 256x4,whisper@2:1024x1] [--limit 50]
 
-Writes OUT_DIR/tok_<K>x<stack>.pt and OUT_DIR/sweep.json (cells of an earlier run into the
-same folder are kept unless re-measured), prints the table.
+A cell is ``[UPSTREAM[@LAYER]:]KxSTACK``: log-mel (100 Hz frames) by default, ``whisper``
+(the tiny.en encoder, 50 Hz; ``@LAYER`` stops after that layer). Writes OUT_DIR/tok_*.pt and
+OUT_DIR/sweep.json (cells of an earlier run into the same folder are kept unless re-measured),
+prints the table.
 """
 from __future__ import annotations
 
@@ -38,28 +41,34 @@ def main() -> None:
     done = out / "sweep.json"          # cells of an earlier run are kept unless measured again
     rows = json.loads(done.read_text())["rows"] if done.is_file() else []
     for cell in a.grid.split(","):
-        k, stack = (int(v) for v in cell.split("x"))
-        path = out / f"tok_{k}x{stack}.pt"
+        feat, _, size = cell.rpartition(":")
+        upstream, _, layer = feat.partition("@")
+        k, stack = (int(v) for v in size.split("x"))
+        up = {"upstream": upstream, "upstream_layer": int(layer or -1)} if upstream else {}
+        name = f"{upstream}{layer}_" if upstream else ""
+        path = out / f"tok_{name}{k}x{stack}.pt"
         t0 = time.perf_counter()
         if not path.is_file():
-            tok = SpeechTokenizer(codebook_size=k, stack=stack)
+            tok = SpeechTokenizer(codebook_size=k, stack=stack, **up)
             inertia = tok.fit(wavs)
             tok.save(path)
         else:
-            inertia = float("nan")
+            tok, inertia = SpeechTokenizer.load(path), float("nan")
         fit_s = time.perf_counter() - t0
+        feature = f"{upstream}@{layer or 'last'}" if upstream else "log-mel"
         res = evaluate_stages(a.test, None, str(path), judge=a.judge, stages=("tokens_centroid",), limit=a.limit,
                               progress=False)
         r = res["stages"]["tokens_centroid"]
-        rows = [r for r in rows if (r["codebook_size"], r["stack"]) != (k, stack)]
-        rows.append({"codebook_size": k, "stack": stack, "rate_hz": 100 / stack, "bits_per_s": 100 / stack * (k.bit_length() - 1),
+        rows = [r for r in rows if (r.get("feature", "log-mel"), r["codebook_size"], r["stack"]) != (feature, k, stack)]
+        rows.append({"feature": feature, "codebook_size": k, "stack": stack, "rate_hz": tok.frame_rate,
+                     "bits_per_s": tok.frame_rate * (k.bit_length() - 1),
                      "mean_sq_distance": inertia, "fit_s": fit_s, **r, "utterances": res["utterances"]})
         print(json.dumps(rows[-1]), flush=True)
-    (out / "sweep.json").write_text(json.dumps({"train": a.train, "test": a.test, "judge": a.judge, "rows": rows},
-                                               indent=1))
-    print("| K | tokens/s | bits/s | judge WER % | Sub | Ins | Del |\n|---|---|---|---|---|---|---|")
+        done.write_text(json.dumps({"train": a.train, "test": a.test, "judge": a.judge, "rows": rows}, indent=1))
+    print("| feature | K | tokens/s | bits/s | judge WER % | Sub | Ins | Del |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['codebook_size']} | {r['rate_hz']:g} | {r['bits_per_s']:g} | {100 * r['wer']:.2f} | "
+        print(f"| {r.get('feature', 'log-mel')} | {r['codebook_size']} | {r['rate_hz']:g} | {r['bits_per_s']:g} | "
+              f"{100 * r['wer']:.2f} | "
               f"{100 * r['sub']:.2f} | {100 * r['ins']:.2f} | {100 * r['del']:.2f} |")
 
 

@@ -8,7 +8,10 @@ upstream (``"fbank"``, ``"wavlm_local"`` with ``upstream_path``, ...: HuBERT-sty
 extra ``ssl``), are normalised per utterance (mean removed, which takes away much of the channel and some of
 the speaker colour), stacked ``stack`` at a time (log-mel: 4 -> 25 Hz) and assigned to the
 nearest of ``K`` k-means centroids. The centroids are fitted
-on a corpus by ``fit`` (k-means++ initialisation, Lloyd iterations, seeded).
+on a corpus by ``fit`` (k-means++ initialisation, Lloyd iterations, seeded). For an upstream
+tokenizer ``fit`` also keeps each code's mean (mean-removed) log-mel over the fit corpus, so
+that the tokens of any tokenizer can be turned back into a spectrum with no decoder trained
+(``centroid_features``; a log-mel tokenizer's centroids are that spectrum already).
 
 k-means is written in torch here (about 30 lines): it runs on the features' device and
 keeps scikit-learn out of the dependencies for one algorithm.
@@ -125,10 +128,19 @@ class SpeechTokenizer(nn.Module):
             dim, self.hop = self.ssl.d_model, self.ssl.downsample_rate
         self.register_buffer("centroids", torch.zeros(codebook_size, stack * dim))
         self.register_buffer("fitted", torch.tensor(False))
+        # upstream tokenizers: each code's mean log-mel, (K, mel frames a token * n_mels)
+        self.register_buffer("code_mels", torch.zeros(codebook_size, self.mels_per_token * n_mels if self.ssl is not None
+                                                      else 0))
 
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop / self.stack
+
+    @property
+    def mels_per_token(self) -> int:
+        """Log-mel frames (hop ``mel.hop_length``) one token spans: ``stack`` for log-mel
+        tokens, 2 * ``stack`` for Whisper states (50 Hz)."""
+        return self.stack * self.hop // self.mel.hop_length
 
     @torch.no_grad()
     def features(self, wav: torch.Tensor) -> torch.Tensor:
@@ -158,13 +170,31 @@ class SpeechTokenizer(nn.Module):
     def fit(self, wavs: list[torch.Tensor], iters: int = 30, seed: int = 0, max_frames: int = 200_000) -> float:
         """Fit the codebook on waveforms; returns the final mean squared distance.
         At most ``max_frames`` stacked frames (a seeded random subset) are clustered."""
-        x = torch.cat([self.frames(w) for w in wavs])
+        frames = [self.frames(w) for w in wavs]
+        x = torch.cat(frames)
         if x.shape[0] > max_frames:
             x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_frames]]
         c, inertia = kmeans(x, self.codebook_size, iters=iters, seed=seed)
         self.centroids.copy_(c)
         self.fitted.fill_(True)
+        if self.ssl is not None:
+            self.code_mels.copy_(self.mean_mels(wavs, [assign(f, c)[0] for f in frames]))
         return inertia
+
+    @torch.no_grad()
+    def mean_mels(self, wavs: list[torch.Tensor], ids: list[torch.Tensor]) -> torch.Tensor:
+        """Each code's mean mean-removed log-mel over waveforms and their token ids:
+        wavs [(n,)], ids [(T,)] -> (K, mels_per_token * n_mels); a code never seen stays 0
+        (the utterance mean)."""
+        p, k = self.mels_per_token, self.codebook_size
+        sums, counts = torch.zeros(k, p * self.mel.n_mels), torch.zeros(k)
+        for w, i in zip(wavs, ids):
+            m = self.mel(w.float())
+            m = m - m.mean(0, keepdim=True)
+            t = min(i.numel(), m.shape[0] // p)
+            sums.index_add_(0, i[:t], m[: t * p].reshape(t, -1))
+            counts += torch.bincount(i[:t], minlength=k)
+        return sums / counts.clamp_min(1)[:, None]
 
     @torch.no_grad()
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
@@ -179,16 +209,18 @@ class SpeechTokenizer(nn.Module):
         return assign(self.stack_features(m), self.centroids)[0]
 
     def centroid_features(self, ids: torch.Tensor) -> torch.Tensor:
-        """token ids (T,) -> their centroids unstacked, (T * stack, D): the mean-removed
-        features the tokens stand for. Log-mel tokenizers only (an upstream's states have no
-        way back to a spectrum): ``speech-rl eval-tts-stages``' ``tokens_centroid`` stage,
-        the tokens' own reach with no decoder trained."""
-        if self.ssl is not None:
-            raise ValueError(f"centroids of upstream {self.upstream_cfg['upstream']!r} are not a spectrum; "
-                             "only a log-mel tokenizer's centroids can be vocoded")
+        """token ids (T,) -> the mean-removed log-mel they stand for, (T * mels_per_token,
+        n_mels): a log-mel tokenizer's centroids unstacked, an upstream tokenizer's per-code
+        mean log-mel (kept by ``fit``). ``speech-rl eval-tts-stages``' ``tokens_centroid``
+        stage: the tokens' own reach with no decoder trained."""
         if ids.dim() != 1:
             raise ValueError(f"centroid_features wants token ids (T,), got shape {tuple(ids.shape)}")
-        return self.centroids[ids].reshape(ids.numel() * self.stack, -1)
+        if self.ssl is None:
+            return self.centroids[ids].reshape(ids.numel() * self.stack, -1)
+        if not bool(self.code_mels.any()):
+            raise ValueError(f"this {self.upstream_cfg['upstream']!r} tokenizer has no per-code log-mel "
+                             "(its states are not a spectrum; fit it again, which keeps one)")
+        return self.code_mels[ids].reshape(ids.numel() * self.mels_per_token, -1)
 
     def config(self) -> dict:
         return {"codebook_size": self.codebook_size, "stack": self.stack, "sample_rate": self.sample_rate,
@@ -198,8 +230,8 @@ class SpeechTokenizer(nn.Module):
         from speech_rl.checkpoint import atomic_torch_save
 
         # the codebook only: an s3prl upstream's weights come back from its own checkpoint
-        atomic_torch_save({"config": self.config(), "state_dict": {"centroids": self.centroids, "fitted": self.fitted}},
-                          path)
+        atomic_torch_save({"config": self.config(), "state_dict": {"centroids": self.centroids, "fitted": self.fitted,
+                                                                   "code_mels": self.code_mels}}, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "SpeechTokenizer":
@@ -214,4 +246,6 @@ class SpeechTokenizer(nn.Module):
                              f"features {tuple(tok.centroids.shape)}")
         tok.centroids.copy_(sd["centroids"])
         tok.fitted.fill_(bool(sd["fitted"]))
+        if "code_mels" in sd and tuple(sd["code_mels"].shape) == tuple(tok.code_mels.shape):
+            tok.code_mels.copy_(sd["code_mels"])       # files from before the mel table load without it
         return tok

@@ -8,10 +8,11 @@ one the LM cannot make up for:
   recording     the audio as it is: the judge's own floor on these speakers
   mel_vocoder   recording -> log-mel -> the checkpoint's vocoder (Griffin-Lim by default):
                 what the vocoder keeps
-  tokens_centroid  recording -> speech tokens -> their k-means centroids (log-mel tokenizers:
-                the mean-removed log-mel each token stands for) + the recording's mean log-mel
-                -> vocoder: what the tokens themselves keep, with no decoder trained (the
-                utterance mean, which the tokenizer removes, is taken from the recording)
+  tokens_centroid  recording -> speech tokens -> the mean-removed log-mel each token stands
+                for (a log-mel tokenizer's k-means centroids; an upstream tokenizer's per-code
+                mean log-mel over its fit corpus) + the recording's mean log-mel -> vocoder:
+                what the tokens themselves keep, with no decoder trained (the utterance mean,
+                which the tokenizer removes, is taken from the recording)
   tokens_prior  recording -> speech tokens -> the flow decoder's mel prior ``mu`` (decoders
                 with ``prior_weight > 0``) -> vocoder: the regression path alone, no ODE
   tokens_flow   recording -> speech tokens (the tokenizer the TTS data was made with) ->
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 STAGES = ("recording", "mel_vocoder", "tokens_centroid", "tokens_prior", "tokens_flow")
-DEFAULT_STAGES = ("recording", "mel_vocoder", "tokens_flow")      # tokens_centroid: log-mel tokenizers only
+DEFAULT_STAGES = ("recording", "mel_vocoder", "tokens_flow")
 
 
 NO_FLOW = ("recording", "mel_vocoder", "tokens_centroid")     # stages that run without a TTS checkpoint
@@ -74,11 +75,12 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
         if tokenizer.mel.n_mels != n_mels or tokenizer.mel.hop_length != vocoder.hop_length:
             raise ValueError(f"stage 'tokens_centroid': the tokenizer's log-mel ({tokenizer.mel.n_mels} bins, hop "
                              f"{tokenizer.mel.hop_length}) is not the vocoder's ({n_mels}, {vocoder.hop_length})")
-        feats = tokenizer.features(x)                                                   # (T', n_mels)
+        feats = tokenizer.features(x)                                          # (T', n_mels or D)
         ids = tokenizer.tokens_from_features(feats)
         if not ids.numel():
             return np.zeros(0, np.float32)
-        return vocoder(tokenizer.centroid_features(ids) + feats.mean(0, keepdim=True)).numpy()
+        mean = (feats if tokenizer.ssl is None else tokenizer.mel(x)).mean(0, keepdim=True)     # (1, n_mels)
+        return vocoder(tokenizer.centroid_features(ids) + mean).numpy()
     if stage in ("tokens_flow", "tokens_prior"):
         if tokenizer is None:
             raise ValueError(f"stage {stage!r} needs the speech tokenizer the TTS data was tokenised with")
@@ -132,9 +134,10 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
         if system is not None and tok.codebook_size != system.flow.n_codes:
             raise ValueError(f"tokenizer {tokenizer} has {tok.codebook_size} codes, the flow decoder of "
                              f"{checkpoint} reads {system.flow.n_codes}")
-        if "tokens_centroid" in stages and tok.ssl is not None:
+        if "tokens_centroid" in stages and tok.ssl is not None and not bool(tok.code_mels.any()):
             raise ValueError(f"stage tokens_centroid: tokenizer {tokenizer} reads upstream "
-                             f"{tok.upstream_cfg['upstream']!r}, whose centroids are not a spectrum (log-mel tokenizers only)")
+                             f"{tok.upstream_cfg['upstream']!r} and keeps no per-code log-mel (its states are not "
+                             "a spectrum; a tokenizer fitted by this version keeps one)")
     if "tokens_prior" in stages and system.flow.prior is None:
         raise ValueError(f"stage tokens_prior: the flow decoder of {checkpoint} has no mel prior (prior_weight 0)")
     if "tokens_flow" in stages or "tokens_prior" in stages:

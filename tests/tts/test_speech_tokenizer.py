@@ -103,6 +103,22 @@ def test_whisper_upstream_tokens_at_50_hz_fit_the_mel_frames(tmp_path):
     cut.save(tmp_path / "w.pt")
     again = SpeechTokenizer.load(tmp_path / "w.pt")
     assert again.config()["upstream_layer"] == 2 and torch.equal(again(wavs[1]), cut(wavs[1]))
+    # fit keeps each code's mean log-mel (2 mel frames a token): the mean of the mean-removed
+    # mel frame pairs its tokens cover, recomputed here by hand for every code seen
+    assert cut.mels_per_token == 2 and torch.equal(again.code_mels, cut.code_mels)
+    pairs, ids = [], []
+    for w in wavs:
+        m = cut.mel(w)
+        m = m - m.mean(0)
+        i = cut(w)
+        pairs.append(m[: 2 * i.numel()].reshape(i.numel(), 160))
+        ids.append(i)
+    pairs, ids = torch.cat(pairs), torch.cat(ids)
+    for c in ids.unique():
+        assert torch.allclose(cut.code_mels[c], pairs[ids == c].mean(0), atol=1e-5)
+    assert cut.centroid_features(ids[:5]).shape == (10, 80)
+    with pytest.raises(ValueError, match="no per-code log-mel"):
+        SpeechTokenizer(codebook_size=6, stack=1, upstream="whisper").centroid_features(ids[:5])
     with pytest.raises(ValueError, match="layers 1..4"):
         SpeechTokenizer(stack=1, upstream="whisper", upstream_layer=7)
     with pytest.raises(ValueError, match="80 mels at hop 160"):

@@ -64,7 +64,8 @@ def test_stages_locate_the_loss_and_name_bad_input(tmp_path, capsys):
 @need_whisper
 def test_centroid_stage_shows_what_the_tokens_keep(tmp_path):
     """Centroids of a log-mel codebook, vocoded with no decoder trained, still say the words
-    an untrained flow decoder loses; an upstream's codebook (not a spectrum) is refused."""
+    an untrained flow decoder loses; an upstream tokenizer is vocoded through its per-code
+    mean log-mel, and refused by name when its file has none."""
     from speech_rl.data.manifest import read_manifest, utterance_audio
     from speech_rl.tts.speech_tokenizer import SpeechTokenizer
     from speech_rl.tts.stages import evaluate_stages
@@ -84,9 +85,22 @@ def test_centroid_stage_shows_what_the_tokens_keep(tmp_path):
     assert alone["stages"]["tokens_centroid"]["wer"] == st["tokens_centroid"]
     with pytest.raises(ValueError, match=r"\['tokens_flow'\] need a TTS checkpoint"):
         evaluate_stages(man, None, str(tmp_path / "tok.pt"), "en-us", stages=("tokens_centroid", "tokens_flow"))
-    SpeechTokenizer(codebook_size=128, stack=1, upstream="whisper").save(tmp_path / "tokw.pt")
-    with pytest.raises(ValueError, match="not a spectrum"):
+    # an upstream tokenizer: its per-code mean log-mel is vocoded (one token = 2 mel frames);
+    # a tokenizer file without that table is refused by name
+    wtok = SpeechTokenizer(codebook_size=128, stack=1, upstream="whisper")
+    wtok.save(tmp_path / "tokw.pt")
+    with pytest.raises(ValueError, match="tokw.pt reads upstream 'whisper' and keeps no per-code log-mel"):
         evaluate_stages(man, str(ckpt), str(tmp_path / "tokw.pt"), "en-us", stages=("tokens_centroid",))
+    wtok.fit([torch.from_numpy(utterance_audio(u, 16000)) for u in read_manifest(man)[0]])
+    wtok.save(tmp_path / "tokw.pt")
+    res = evaluate_stages(man, None, str(tmp_path / "tokw.pt"), stages=("tokens_centroid",), progress=False,
+                          wav_dir=str(tmp_path / "w"))
+    assert res["token_rate_hz"] == 50.0 and res["utterances"] == 4
+    import soundfile as sf
+
+    u = read_manifest(man)[0][0]
+    n_tok = wtok(torch.from_numpy(utterance_audio(u, 16000))).numel()
+    assert abs(sf.info(str(tmp_path / "w" / "tokens_centroid" / f"{u.id}.wav")).frames - 320 * n_tok) <= 320
     with pytest.raises(ValueError, match="has no mel prior"):
         evaluate_stages(man, str(ckpt), str(tmp_path / "tok.pt"), "en-us", stages=("tokens_prior",))
     # an untrained prior's mu is a random projection: the stage runs, the judge reads nothing
