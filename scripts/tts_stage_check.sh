@@ -16,12 +16,16 @@ speech-rl data synth "$D/tts_open" --preset open --splits test_short=100,tts_tra
 TOKS=(
   "logmel256=--codebook-size 256 --stack 4"
   "whisper512=--codebook-size 512 --stack 1 --upstream whisper"
+  "logmel1024x1=--codebook-size 1024 --stack 1"
+  "whisper2_1024=--codebook-size 1024 --stack 1 --upstream whisper --upstream-layer 2"
 )
 # flow decoder RUN=tokenizer|train overrides|stages
 FLOWS=(
   "logmel256=logmel256|data.codebook_size=256|recording,mel_vocoder,tokens_centroid,tokens_flow"
   "logmel256_prior=logmel256|data.codebook_size=256 model.flow.prior_weight=1.0|tokens_prior,tokens_flow"
   "whisper512=whisper512|data.codebook_size=512 model.flow.up=2|tokens_flow"
+  "logmel1024x1_prior=logmel1024x1|data.codebook_size=1024 model.flow.up=1 model.flow.prior_weight=1.0|tokens_centroid,tokens_prior,tokens_flow"
+  "whisper2_1024_prior=whisper2_1024|data.codebook_size=1024 model.flow.up=2 model.flow.prior_weight=1.0|tokens_centroid,tokens_prior,tokens_flow"
 )
 for t in "${TOKS[@]}"; do
   name=${t%%=*}; T=$D/tts_$name
