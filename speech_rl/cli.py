@@ -174,18 +174,20 @@ def _eval_tts_stages(argv: list[str]) -> int:
     p.add_argument("--speaker", help="flow decoder speaker for rows of a speaker it was not trained on")
     p.add_argument("--judge", default="tiny.en", help="tiny.en, base (extra whisper-base) or a CTranslate2 folder")
     p.add_argument("--stages", default=",".join(STAGES_CLI), help="comma-separated subset, in order, of "
-                   "recording, mel_vocoder, tokens_centroid (log-mel tokenizers: centroids -> vocoder, no "
+                   "recording, mel_vocoder, tokens_centroid (the log-mel each code stands for -> vocoder, no "
                    "decoder), tokens_prior (flow decoders with a mel prior: mu -> vocoder), tokens_flow")
     p.add_argument("--limit", type=int, help="the first N rows only")
     p.add_argument("--wav-dir", help="write each stage's wavs and transcripts to DIR/<stage>/")
     p.add_argument("--seed", type=int, default=0, help="flow decoder noise seed")
+    p.add_argument("--flow-steps", type=int, help="Euler steps of the flow decoder (default: the checkpoint's)")
     p.add_argument("--save", help="write the metrics JSON here")
     a = p.parse_args(argv)
     from speech_rl.evaluate import save_metrics
     from speech_rl.tts.stages import evaluate_stages, format_stages
 
     res = evaluate_stages(a.manifest, a.checkpoint, a.tokenizer, a.speaker, a.judge,
-                          tuple(s.strip() for s in a.stages.split(",") if s.strip()), a.limit, a.wav_dir, a.seed)
+                          tuple(s.strip() for s in a.stages.split(",") if s.strip()), a.limit, a.wav_dir, a.seed,
+                          flow_steps=a.flow_steps)
     if a.save:
         save_metrics(a.save, res)
     print(format_stages(res))

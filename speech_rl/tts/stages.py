@@ -49,10 +49,11 @@ def _default_vocoder():
 
 
 def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speaker: str | None = None,
-                 gen: torch.Generator | None = None) -> np.ndarray:
+                 gen: torch.Generator | None = None, flow_steps: int | None = None) -> np.ndarray:
     """One recording (n,) float32 at 16 kHz -> its re-synthesis through ``stage`` (same rate).
     Without ``system`` (a TTS system) the vocoder stages use the TTS default, Griffin-Lim
-    (32 iterations) on 80-bin log-mel at hop 160."""
+    (32 iterations) on 80-bin log-mel at hop 160. ``flow_steps``: Euler steps of tokens_flow
+    (None: the system's own)."""
     if stage == "recording":
         return wav
     if system is None and stage not in NO_FLOW:
@@ -94,7 +95,7 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
             with torch.no_grad():
                 _, _, mu = system.flow.condition(torch.tensor([toks]), torch.tensor([len(toks)]), spk)
             return system.vocoder(mu[0]).numpy()
-        wavs, _, _ = system.synthesise([toks], [speaker], gen=gen)
+        wavs, _, _ = system.synthesise([toks], [speaker], gen=gen, n_steps=flow_steps)
         return wavs[0].numpy()
     raise ValueError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
 
@@ -102,7 +103,7 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
 def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokenizer: str | None = None,
                     speaker: str | None = None, judge: str = "tiny.en", stages: tuple[str, ...] = DEFAULT_STAGES,
                     limit: int | None = None, wav_dir: str | None = None, seed: int = 0,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, flow_steps: int | None = None) -> dict:
     """Judge WER / sub / ins / del (Whisper normaliser) of each stage's re-synthesis of the
     first ``limit`` rows of ``manifest``. A row whose speaker the flow decoder knows keeps its
     voice; any other row is decoded as ``speaker`` (required then). ``checkpoint`` (a TTS
@@ -148,7 +149,10 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
             raise ValueError(f"{manifest}: rows of speakers the TTS never heard "
                              f"({sorted({u.speaker for u in utts} - known)}); give --speaker (one of {system.speakers})")
     whisper, norm = WhisperJudge(judge), WhisperNormalizer()
+    if flow_steps is not None and flow_steps < 1:
+        raise ValueError(f"flow_steps must be >= 1, got {flow_steps}")
     res: dict = {"manifest": str(manifest), "checkpoint": checkpoint, "tokenizer": tokenizer, "judge": judge,
+                 "flow_steps": flow_steps or (system.flow_steps if system is not None else None),
                  "judge_normalizer": "whisper", "utterances": len(utts), "stages": {}}
     if tok is not None:
         res["token_rate_hz"], res["codebook_size"] = tok.frame_rate, tok.codebook_size
@@ -159,7 +163,7 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
         rows = []
         for u in tqdm(utts, desc=f"stage {stage}", unit="utt", disable=not progress):
             spk = u.speaker if system is not None and u.speaker in system.speakers else speaker
-            audio = resynthesise(utterance_audio(u, 16000), stage, system, tok, spk, gen)
+            audio = resynthesise(utterance_audio(u, 16000), stage, system, tok, spk, gen, flow_steps)
             hyp = whisper.transcribe(np.clip(audio, -1, 1)) if len(audio) >= 400 else ""
             rows.append({"id": u.id, "ref": u.text, "hyp": hyp, "keywords": None, "audio": audio})
         r = score(rows, norm)

@@ -58,6 +58,10 @@ def test_stages_locate_the_loss_and_name_bad_input(tmp_path, capsys):
         assert re.search(why, capsys.readouterr().err), why
     assert main(["eval-tts-stages", str(man), "--stages", "recording,vocoder"]) == 2
     assert "unknown stages ['vocoder']" in capsys.readouterr().err
+    assert res["flow_steps"] == TINY_TTS["flow_steps"]      # the checkpoint's own; --flow-steps N overrides (>= 1)
+    assert main(["eval-tts-stages", str(man), str(ckpt), "--tokenizer", str(tmp_path / "tok.pt"), "--speaker",
+                 "en-us", "--flow-steps", "0"]) == 2
+    assert "flow_steps must be >= 1, got 0" in capsys.readouterr().err
 
 
 @need_flite
