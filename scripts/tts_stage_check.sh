@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where TTS output loses the words (issue: TTS judged for real, item 3): the open corpus' TTS
-# split, two speech tokenizers, flow decoders trained on their tokens (with and without the
+# split, four speech tokenizers (log-mel 25 / 100 Hz, Whisper last layer / layer 2), flow decoders trained on their tokens (with and without the
 # mel prior), and each stage's re-synthesis of held-out recordings (held-out sentences,
 # held-out speakers) read by Whisper base (not tiny.en, whose encoder makes the whisper
 # tokens). Results and reading: docs/results/tts_open.md. Stages whose output exists are skipped.
