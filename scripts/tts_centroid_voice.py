@@ -31,21 +31,20 @@ def main() -> None:
     from speech_rl.evaluate import score
     from speech_rl.judge import WhisperJudge, WhisperNormalizer
     from speech_rl.tts.speech_tokenizer import SpeechTokenizer
-    from speech_rl.tts.stages import _default_vocoder
+    from speech_rl.tts.stages import centroid_spectrum, default_vocoder
 
     tok = SpeechTokenizer.load(a.tokenizer)
     own = [u for u in read_manifest(a.train)[0] if u.speaker == a.speaker][: a.max_utts]
     if not own:
         raise SystemExit(f"{a.train}: no utterances of speaker {a.speaker!r}")
     spk_mean = torch.stack([tok.mel(torch.from_numpy(utterance_audio(u, 16000))).mean(0) for u in own]).mean(0)
-    vocoder, judge, norm = _default_vocoder(), WhisperJudge(a.judge), WhisperNormalizer()
+    vocoder, judge, norm = default_vocoder(), WhisperJudge(a.judge), WhisperNormalizer()
     rows = {"own_mean": [], "speaker_mean": []}
     for u in read_manifest(a.test)[0][: a.limit]:
-        x = torch.from_numpy(utterance_audio(u, 16000))
-        ids = tok(x)
-        spec = tok.centroid_features(ids)
-        for name, mean in (("own_mean", tok.mel(x).mean(0)), ("speaker_mean", spk_mean)):
-            audio = np.clip(vocoder(spec + mean[None]).numpy(), -1, 1)
+        got = centroid_spectrum(torch.from_numpy(utterance_audio(u, 16000)), tok, vocoder)
+        spec, own_mean = got if got is not None else (None, None)
+        for name, mean in (("own_mean", own_mean), ("speaker_mean", spk_mean)):
+            audio = np.zeros(0) if spec is None else np.clip(vocoder(spec + mean[None]).numpy(), -1, 1)
             rows[name].append({"id": u.id, "ref": u.text, "hyp": judge.transcribe(audio) if len(audio) >= 400 else "",
                                "keywords": None})
     out = {}

@@ -215,12 +215,17 @@ class SpeechTokenizer(nn.Module):
         stage: the tokens' own reach with no decoder trained."""
         if ids.dim() != 1:
             raise ValueError(f"centroid_features wants token ids (T,), got shape {tuple(ids.shape)}")
-        if self.ssl is None:
-            return self.centroids[ids].reshape(ids.numel() * self.stack, -1)
-        if not bool(self.code_mels.any()):
+        if not self.has_code_mels:
             raise ValueError(f"this {self.upstream_cfg['upstream']!r} tokenizer has no per-code log-mel "
                              "(its states are not a spectrum; fit it again, which keeps one)")
-        return self.code_mels[ids].reshape(ids.numel() * self.mels_per_token, -1)
+        table = self.centroids if self.ssl is None else self.code_mels
+        return table[ids].reshape(ids.numel() * self.mels_per_token, -1)
+
+    @property
+    def has_code_mels(self) -> bool:
+        """Whether ``centroid_features`` can give a spectrum: always for log-mel tokens; for an
+        upstream, when the file was fitted with its per-code log-mel table."""
+        return self.ssl is None or bool(self.code_mels.any())
 
     def config(self) -> dict:
         return {"codebook_size": self.codebook_size, "stack": self.stack, "sample_rate": self.sample_rate,

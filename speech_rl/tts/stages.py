@@ -41,11 +41,26 @@ NO_FLOW = ("recording", "mel_vocoder", "tokens_centroid")     # stages that run 
 
 
 @functools.lru_cache(maxsize=1)
-def _default_vocoder():
+def default_vocoder():
     """The TTS default vocoder (Griffin-Lim, 32 iterations, 80 mels, hop 160), built once."""
     from speech_rl.tts.vocoder import GriffinLimVocoder
 
     return GriffinLimVocoder(n_iter=32)
+
+
+def centroid_spectrum(x: torch.Tensor, tokenizer, vocoder, n_mels: int = 80) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Stage ``tokens_centroid`` up to the vocoder: recording (n,) -> tokens -> (the
+    mean-removed log-mel they stand for (T * mels_per_token, n_mels), the recording's mean
+    log-mel (n_mels,)); None when the recording gives no token. Checks that the tokenizer's
+    log-mel is the one ``vocoder`` (reading ``n_mels`` bins) reads."""
+    if tokenizer.mel.n_mels != n_mels or tokenizer.mel.hop_length != vocoder.hop_length:
+        raise ValueError(f"stage 'tokens_centroid': the tokenizer's log-mel ({tokenizer.mel.n_mels} bins, hop "
+                         f"{tokenizer.mel.hop_length}) is not the vocoder's ({n_mels}, {vocoder.hop_length})")
+    feats = tokenizer.features(x)                                              # (T', n_mels or D)
+    ids = tokenizer.tokens_from_features(feats)
+    if not ids.numel():
+        return None
+    return tokenizer.centroid_features(ids), (feats if tokenizer.ssl is None else tokenizer.mel(x)).mean(0)
 
 
 def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speaker: str | None = None,
@@ -59,7 +74,7 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
     if system is None and stage not in NO_FLOW:
         raise ValueError(f"stage {stage!r} needs a TTS checkpoint (its flow decoder)")
     if system is None:
-        vocoder, n_mels = _default_vocoder(), 80
+        vocoder, n_mels = default_vocoder(), 80
     else:
         vocoder, n_mels = system.vocoder, system.flow.n_mels
     if vocoder.sample_rate != 16000:
@@ -73,15 +88,8 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
     if stage == "tokens_centroid":
         if tokenizer is None:
             raise ValueError("stage 'tokens_centroid' needs the speech tokenizer the TTS data was tokenised with")
-        if tokenizer.mel.n_mels != n_mels or tokenizer.mel.hop_length != vocoder.hop_length:
-            raise ValueError(f"stage 'tokens_centroid': the tokenizer's log-mel ({tokenizer.mel.n_mels} bins, hop "
-                             f"{tokenizer.mel.hop_length}) is not the vocoder's ({n_mels}, {vocoder.hop_length})")
-        feats = tokenizer.features(x)                                          # (T', n_mels or D)
-        ids = tokenizer.tokens_from_features(feats)
-        if not ids.numel():
-            return np.zeros(0, np.float32)
-        mean = (feats if tokenizer.ssl is None else tokenizer.mel(x)).mean(0, keepdim=True)     # (1, n_mels)
-        return vocoder(tokenizer.centroid_features(ids) + mean).numpy()
+        spec = centroid_spectrum(x, tokenizer, vocoder, n_mels)
+        return np.zeros(0, np.float32) if spec is None else vocoder(spec[0] + spec[1][None]).numpy()
     if stage in ("tokens_flow", "tokens_prior"):
         if tokenizer is None:
             raise ValueError(f"stage {stage!r} needs the speech tokenizer the TTS data was tokenised with")
@@ -114,6 +122,8 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
     from speech_rl.evaluate import score
     from speech_rl.judge import WhisperJudge, WhisperNormalizer
 
+    if flow_steps is not None and flow_steps < 1:
+        raise ValueError(f"flow_steps must be >= 1, got {flow_steps}")
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown} (known: {', '.join(STAGES)})")
@@ -135,7 +145,7 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
         if system is not None and tok.codebook_size != system.flow.n_codes:
             raise ValueError(f"tokenizer {tokenizer} has {tok.codebook_size} codes, the flow decoder of "
                              f"{checkpoint} reads {system.flow.n_codes}")
-        if "tokens_centroid" in stages and tok.ssl is not None and not bool(tok.code_mels.any()):
+        if "tokens_centroid" in stages and not tok.has_code_mels:
             raise ValueError(f"stage tokens_centroid: tokenizer {tokenizer} reads upstream "
                              f"{tok.upstream_cfg['upstream']!r} and keeps no per-code log-mel (its states are not "
                              "a spectrum; a tokenizer fitted by this version keeps one)")
@@ -149,8 +159,6 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
             raise ValueError(f"{manifest}: rows of speakers the TTS never heard "
                              f"({sorted({u.speaker for u in utts} - known)}); give --speaker (one of {system.speakers})")
     whisper, norm = WhisperJudge(judge), WhisperNormalizer()
-    if flow_steps is not None and flow_steps < 1:
-        raise ValueError(f"flow_steps must be >= 1, got {flow_steps}")
     res: dict = {"manifest": str(manifest), "checkpoint": checkpoint, "tokenizer": tokenizer, "judge": judge,
                  "flow_steps": flow_steps or (system.flow_steps if system is not None else None),
                  "judge_normalizer": "whisper", "utterances": len(utts), "stages": {}}
