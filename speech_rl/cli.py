@@ -180,6 +180,8 @@ def _eval_tts_stages(argv: list[str]) -> int:
     p.add_argument("--wav-dir", help="write each stage's wavs and transcripts to DIR/<stage>/")
     p.add_argument("--seed", type=int, default=0, help="flow decoder noise seed")
     p.add_argument("--flow-steps", type=int, help="Euler steps of the flow decoder (default: the checkpoint's)")
+    p.add_argument("--flow-temperature", type=float, help="scale of the flow decoder's start noise (default: "
+                   "the checkpoint's model.flow_temperature; 0.667 is Matcha-TTS's)")
     p.add_argument("--save", help="write the metrics JSON here")
     a = p.parse_args(argv)
     from speech_rl.evaluate import save_metrics
@@ -187,7 +189,7 @@ def _eval_tts_stages(argv: list[str]) -> int:
 
     res = evaluate_stages(a.manifest, a.checkpoint, a.tokenizer, a.speaker, a.judge,
                           tuple(s.strip() for s in a.stages.split(",") if s.strip()), a.limit, a.wav_dir, a.seed,
-                          flow_steps=a.flow_steps)
+                          flow_steps=a.flow_steps, flow_temperature=a.flow_temperature)
     if a.save:
         save_metrics(a.save, res)
     print(format_stages(res))

@@ -137,9 +137,13 @@ class FlowDecoder(nn.Module):
     @torch.no_grad()
     def sample(self, tokens: torch.Tensor, token_lens: torch.Tensor, spk: torch.Tensor, n_steps: int = 10,
                temperature: float = 1.0, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Euler ODE from noise: tokens (B, T) -> mel (B, T * up, M), mel lengths (B,)."""
+        """Euler ODE from noise: tokens (B, T) -> mel (B, T * up, M), mel lengths (B,).
+        ``temperature`` scales the start noise (Matcha-TTS samples at 0.667; 0 starts every
+        path at the origin: a deterministic decode)."""
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
         cond, mask, mu = self.condition(tokens, token_lens, spk)
         x = torch.randn(*cond.shape[:2], self.n_mels, device=cond.device, generator=gen) * temperature
         for i in range(n_steps):

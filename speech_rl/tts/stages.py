@@ -64,11 +64,12 @@ def centroid_spectrum(x: torch.Tensor, tokenizer, vocoder, n_mels: int = 80) -> 
 
 
 def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speaker: str | None = None,
-                 gen: torch.Generator | None = None, flow_steps: int | None = None) -> np.ndarray:
+                 gen: torch.Generator | None = None, flow_steps: int | None = None,
+                 flow_temperature: float | None = None) -> np.ndarray:
     """One recording (n,) float32 at 16 kHz -> its re-synthesis through ``stage`` (same rate).
     Without ``system`` (a TTS system) the vocoder stages use the TTS default, Griffin-Lim
-    (32 iterations) on 80-bin log-mel at hop 160. ``flow_steps``: Euler steps of tokens_flow
-    (None: the system's own)."""
+    (32 iterations) on 80-bin log-mel at hop 160. ``flow_steps`` / ``flow_temperature``: Euler
+    steps / start-noise scale of tokens_flow (None: the system's own)."""
     if stage == "recording":
         return wav
     if system is None and stage not in NO_FLOW:
@@ -103,7 +104,8 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
             with torch.no_grad():
                 _, _, mu = system.flow.condition(torch.tensor([toks]), torch.tensor([len(toks)]), spk)
             return system.vocoder(mu[0]).numpy()
-        wavs, _, _ = system.synthesise([toks], [speaker], gen=gen, n_steps=flow_steps)
+        wavs, _, _ = system.synthesise([toks], [speaker], gen=gen, n_steps=flow_steps,
+                                      temperature=flow_temperature)
         return wavs[0].numpy()
     raise ValueError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
 
@@ -111,7 +113,8 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
 def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokenizer: str | None = None,
                     speaker: str | None = None, judge: str = "tiny.en", stages: tuple[str, ...] = DEFAULT_STAGES,
                     limit: int | None = None, wav_dir: str | None = None, seed: int = 0,
-                    progress: bool = True, flow_steps: int | None = None) -> dict:
+                    progress: bool = True, flow_steps: int | None = None,
+                    flow_temperature: float | None = None) -> dict:
     """Judge WER / sub / ins / del (Whisper normaliser) of each stage's re-synthesis of the
     first ``limit`` rows of ``manifest``. A row whose speaker the flow decoder knows keeps its
     voice; any other row is decoded as ``speaker`` (required then). ``checkpoint`` (a TTS
@@ -124,6 +127,8 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
 
     if flow_steps is not None and flow_steps < 1:
         raise ValueError(f"flow_steps must be >= 1, got {flow_steps}")
+    if flow_temperature is not None and not flow_temperature >= 0:
+        raise ValueError(f"flow_temperature must be >= 0, got {flow_temperature}")
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown} (known: {', '.join(STAGES)})")
@@ -161,6 +166,8 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
     whisper, norm = WhisperJudge(judge), WhisperNormalizer()
     res: dict = {"manifest": str(manifest), "checkpoint": checkpoint, "tokenizer": tokenizer, "judge": judge,
                  "flow_steps": flow_steps or (system.flow_steps if system is not None else None),
+                 "flow_temperature": (flow_temperature if flow_temperature is not None
+                                      else (system.flow_temperature if system is not None else None)),
                  "judge_normalizer": "whisper", "utterances": len(utts), "stages": {}}
     if tok is not None:
         res["token_rate_hz"], res["codebook_size"] = tok.frame_rate, tok.codebook_size
@@ -171,7 +178,8 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
         rows = []
         for u in tqdm(utts, desc=f"stage {stage}", unit="utt", disable=not progress):
             spk = u.speaker if system is not None and u.speaker in system.speakers else speaker
-            audio = resynthesise(utterance_audio(u, 16000), stage, system, tok, spk, gen, flow_steps)
+            audio = resynthesise(utterance_audio(u, 16000), stage, system, tok, spk, gen, flow_steps,
+                                 flow_temperature)
             hyp = whisper.transcribe(np.clip(audio, -1, 1)) if len(audio) >= 400 else ""
             rows.append({"id": u.id, "ref": u.text, "hyp": hyp, "keywords": None, "audio": audio})
         r = score(rows, norm)

@@ -22,10 +22,12 @@ from speech_rl.tts.vocoder import GriffinLimVocoder
 
 class TTSSystem(nn.Module):
     def __init__(self, lm: TTSLM, flow: FlowDecoder, token_asr: TokenASR, vocoder: nn.Module,
-                 flow_steps: int = 10):
+                 flow_steps: int = 10, flow_temperature: float = 1.0):
         super().__init__()
+        if not flow_temperature >= 0:
+            raise ValueError(f"flow_temperature must be >= 0, got {flow_temperature}")
         self.lm, self.flow, self.token_asr, self.vocoder = lm, flow, token_asr, vocoder
-        self.flow_steps = flow_steps
+        self.flow_steps, self.flow_temperature = flow_steps, float(flow_temperature)
 
     @property
     def speakers(self) -> list[str]:
@@ -33,9 +35,11 @@ class TTSSystem(nn.Module):
 
     @torch.no_grad()
     def synthesise(self, token_lists: list[list[int]], speakers: list[str], n_steps: int | None = None,
-                   gen: torch.Generator | None = None) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+                   gen: torch.Generator | None = None, temperature: float | None = None,
+                   ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Acoustic tokens -> (waveforms [(n_i,)], mel (B, Tm, M), mel_lens (B,)) through the
-        flow decoder (``n_steps`` Euler steps, default ``flow_steps``) and the vocoder.
+        flow decoder (``n_steps`` Euler steps, default ``flow_steps``; start noise scaled by
+        ``temperature``, default ``flow_temperature``) and the vocoder.
         An empty token list gives an empty waveform."""
         dev = self.lm.sos.device
         lens = torch.tensor([max(len(t), 1) for t in token_lists], device=dev)
@@ -44,7 +48,8 @@ class TTSSystem(nn.Module):
             if len(t):
                 toks[i, : len(t)] = torch.tensor(t, device=dev)
         spk = self.lm.speaker_ids(speakers, dev)
-        mel, mel_lens = self.flow.sample(toks, lens, spk, n_steps or self.flow_steps, gen=gen)
+        temp = self.flow_temperature if temperature is None else temperature
+        mel, mel_lens = self.flow.sample(toks, lens, spk, n_steps or self.flow_steps, temp, gen=gen)
         hop = self.vocoder.hop_length
         wavs = []
         for i, t in enumerate(token_lists):
@@ -57,7 +62,7 @@ class TTSSystem(nn.Module):
 
 def build_tts_system(tokenizer: Any, n_codes: int, speakers: list[str], lm: dict, flow: dict | None = None,
                      token_asr: dict | None = None, vocoder: Any = None, flow_steps: int = 10,
-                     init_from: str | None = None, lora: dict | None = None) -> TTSSystem:
+                     flow_temperature: float = 1.0, init_from: str | None = None, lora: dict | None = None) -> TTSSystem:
     """From config: ``tokenizer`` a Hydra ``_target_`` dict (or object); ``lm`` the
     ``build_causal_lm`` kwargs; ``flow`` / ``token_asr`` kwargs of FlowDecoder / TokenASR;
     ``vocoder`` a ``_target_`` dict (default Griffin-Lim); ``init_from`` a speech-rl
@@ -68,7 +73,8 @@ def build_tts_system(tokenizer: Any, n_codes: int, speakers: list[str], lm: dict
     voc = instantiate(vocoder) if isinstance(vocoder, dict) or hasattr(vocoder, "_target_") else (vocoder or GriffinLimVocoder())
     system = TTSSystem(TTSLM(tok, n_codes, list(speakers), dict(lm)),
                        FlowDecoder(n_codes, len(speakers), **dict(flow or {})),
-                       TokenASR(n_codes, tok, **dict(token_asr or {})), voc, flow_steps)
+                       TokenASR(n_codes, tok, **dict(token_asr or {})), voc, flow_steps,
+                       flow_temperature)
     if init_from:
         load_tts_weights(system, init_from)
     if lora and int(lora.get("r") or 0) > 0:

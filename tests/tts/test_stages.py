@@ -62,6 +62,10 @@ def test_stages_locate_the_loss_and_name_bad_input(tmp_path, capsys):
     assert main(["eval-tts-stages", str(man), str(ckpt), "--tokenizer", str(tmp_path / "tok.pt"), "--speaker",
                  "en-us", "--flow-steps", "0"]) == 2
     assert "flow_steps must be >= 1, got 0" in capsys.readouterr().err
+    assert res["flow_temperature"] == 1.0                  # the checkpoint's model.flow_temperature
+    assert main(["eval-tts-stages", str(man), str(ckpt), "--tokenizer", str(tmp_path / "tok.pt"), "--speaker",
+                 "en-us", "--flow-temperature", "-1"]) == 2
+    assert "flow_temperature must be >= 0, got -1.0" in capsys.readouterr().err
 
 
 @need_flite

@@ -69,6 +69,14 @@ class TestFlowDecoder:
         # zero-initialised output layer: v = 0, so the sample is the initial noise
         ref = torch.randn(2, 12, 10, generator=torch.Generator().manual_seed(0))
         assert torch.allclose(mel[0], ref[0])
+        # the temperature scales the start noise; at 0 every path starts (and here stays) at 0
+        half, _ = fd.sample(tok, lens, torch.tensor([0, 1]), n_steps=4, temperature=0.5,
+                            gen=torch.Generator().manual_seed(0))
+        assert torch.allclose(half[0], 0.5 * ref[0])
+        zero, _ = fd.sample(tok, lens, torch.tensor([0, 1]), n_steps=4, temperature=0.0)
+        assert zero.abs().sum() == 0
+        with pytest.raises(ValueError, match="temperature must be >= 0, got -0.1"):
+            fd.sample(tok, lens, torch.tensor([0, 1]), temperature=-0.1)
         with pytest.raises(ValueError, match="n_steps must be >= 1"):
             fd.sample(tok, lens, torch.tensor([0, 1]), n_steps=0)
         with pytest.raises(ValueError, match="mel has 5 frames but 3 tokens need 12"):
