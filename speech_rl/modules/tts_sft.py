@@ -47,6 +47,20 @@ class TTSSFTModule(L.LightningModule):
                 getattr(self.tts, k).requires_grad_(False)
         self.val_metric = ASRErrorRates(TextNormalizer())
 
+    def on_fit_start(self) -> None:
+        """A flow decoder with mel normalisation (``model.flow.mel_norm_utts`` N > 0) whose
+        statistics are not yet fitted (not restored from a checkpoint or ``init_from``) gets
+        them from N evenly spaced training utterances: the same rows on every rank."""
+        flow = self.tts.flow
+        if not flow.mel_norm_utts or bool(flow.mel_stats_fitted) or "flow" not in self.active:
+            return
+        ds = getattr(self.trainer.datamodule, "train_set", None) if self.trainer.datamodule is not None else None
+        if ds is None or not len(ds):
+            raise ValueError("model.flow.mel_norm_utts > 0 needs the training set of a TTS datamodule "
+                             "(trainer.datamodule.train_set) to fit the mel statistics")
+        idx = torch.linspace(0, len(ds) - 1, min(flow.mel_norm_utts, len(ds))).round().long().unique()
+        flow.fit_mel_stats([ds[int(i)]["mel"] for i in idx])
+
     def losses(self, batch: TTSBatch, terms: tuple[str, ...] = PARTS) -> dict[str, torch.Tensor]:
         """The named loss terms of a batch, and ``loss``: their weighted sum."""
         tts, dev = self.tts, self.device

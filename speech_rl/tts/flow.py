@@ -19,6 +19,14 @@ the flow loss, and the estimator reads ``[x_t | cond | mu]``. The regression tar
 the conditioning a direct path to the spectrum, so the flow has only the detail left to
 model; without it the estimator must learn what each token sounds like from the flow loss
 alone, which a small CPU budget does not reach (docs/results/tts_open.md).
+
+With ``mel_norm_utts > 0`` the flow works on a normalised log-mel, ``(mel - mean) / std``
+per bin (Matcha-TTS's data statistics): the start noise N(0, I) then has the data's scale
+(this project's Whisper-scaled log-mel has a per-bin std of ~0.45, so unnormalised the noise
+is ~2x the signal). The statistics are buffers (saved with the weights), computed once by
+``fit_mel_stats`` before SFT (``TTSSFTModule.on_fit_start``); until then they are the
+identity. ``mu`` is predicted in the normalised space too; ``prior_mel`` and ``sample``
+return log-mel.
 """
 from __future__ import annotations
 
@@ -60,14 +68,23 @@ class FlowDecoder(nn.Module):
     """Args: n_codes (speech codebook size K), n_speakers, n_mels, up (mel frames per
     token), d_model, cond_layers (Transformer layers over tokens), n_blocks (estimator
     conv blocks; dilations cycle 1, 2, 4), kernel, sigma_min, prior_weight (0: no mel
-    prior; > 0: the ``mu`` head and its MSE weight, see the module docstring)."""
+    prior; > 0: the ``mu`` head and its MSE weight, see the module docstring), mel_norm_utts
+    (0: the flow models the log-mel as it is; N: normalised per bin by statistics over N
+    training utterances, see the module docstring)."""
 
     def __init__(self, n_codes: int, n_speakers: int, n_mels: int = 80, up: int = 4, d_model: int = 128,
                  cond_layers: int = 2, n_heads: int = 4, n_blocks: int = 6, kernel: int = 5, sigma_min: float = 1e-4,
-                 prior_weight: float = 0.0):
+                 prior_weight: float = 0.0, mel_norm_utts: int = 0):
         super().__init__()
         if prior_weight < 0:
             raise ValueError(f"flow prior_weight must be >= 0, got {prior_weight}")
+        if mel_norm_utts < 0:
+            raise ValueError(f"flow mel_norm_utts must be >= 0, got {mel_norm_utts}")
+        self.mel_norm_utts = int(mel_norm_utts)
+        if self.mel_norm_utts:
+            self.register_buffer("mel_mean", torch.zeros(n_mels))
+            self.register_buffer("mel_std", torch.ones(n_mels))
+            self.register_buffer("mel_stats_fitted", torch.tensor(False))
         self.n_codes, self.n_mels, self.up, self.sigma_min = n_codes, n_mels, up, sigma_min
         self.prior_weight = float(prior_weight)
         self.token_embed = nn.Embedding(n_codes, d_model)
@@ -84,10 +101,40 @@ class FlowDecoder(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.d_model = d_model
 
+    @torch.no_grad()
+    def fit_mel_stats(self, mels: list[torch.Tensor]) -> None:
+        """Per-bin mean / std over the frames of ``mels`` [(T_i, M)] (log-mel of training
+        utterances) -> the normalisation buffers. Needs ``mel_norm_utts > 0``."""
+        if not self.mel_norm_utts:
+            raise ValueError("fit_mel_stats: this flow decoder has no mel normalisation (mel_norm_utts 0)")
+        if not mels or any(m.dim() != 2 or m.shape[1] != self.n_mels for m in mels):
+            raise ValueError(f"fit_mel_stats needs a non-empty list of (T, {self.n_mels}) log-mels, got "
+                             f"{[tuple(m.shape) for m in mels[:3]]}")
+        frames = torch.cat([m.float() for m in mels]).to(self.mel_mean.device)
+        self.mel_mean.copy_(frames.mean(0))
+        self.mel_std.copy_(frames.std(0).clamp_min(1e-3))
+        self.mel_stats_fitted.fill_(True)
+
+    def normalise(self, mel: torch.Tensor) -> torch.Tensor:
+        """log-mel (..., M) -> the flow's space (identity without mel normalisation)."""
+        return (mel - self.mel_mean) / self.mel_std if self.mel_norm_utts else mel
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """the flow's space (..., M) -> log-mel (identity without mel normalisation)."""
+        return x * self.mel_std + self.mel_mean if self.mel_norm_utts else x
+
+    def prior_mel(self, tokens: torch.Tensor, token_lens: torch.Tensor, spk: torch.Tensor) -> torch.Tensor:
+        """The prior's prediction as log-mel: tokens (B, T) -> (B, T * up, M), padding 0."""
+        if self.prior is None:
+            raise ValueError("this flow decoder has no mel prior (prior_weight 0)")
+        _, mask, mu = self.condition(tokens, token_lens, spk)
+        return self.denormalise(mu) * mask[..., None]
+
     def condition(self, tokens: torch.Tensor, token_lens: torch.Tensor,
                   spk: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """tokens (B, T) long, spk (B,) long -> conditioning (B, T * up, D), mel mask
-        (B, T * up) float, and with a prior its mel ``mu`` (B, T * up, M) (else None); the
+        (B, T * up) float, and with a prior its mel ``mu`` (B, T * up, M), in the flow's
+        (normalised) space (else None); the
         prior's token states also see the speaker (it needs the voice to predict a spectrum)."""
         b, t = tokens.shape
         x = self.token_embed(tokens.clamp(0, self.n_codes - 1)) + sinusoidal_positions(t, self.d_model, tokens.device)
@@ -121,7 +168,7 @@ class FlowDecoder(nn.Module):
         tm = cond.shape[1]
         if mel.shape[1] < tm:
             raise ValueError(f"mel has {mel.shape[1]} frames but {tokens.shape[1]} tokens need {tm}")
-        x1 = mel[:, :tm]
+        x1 = self.normalise(mel[:, :tm]) * mask[..., None]
         t = torch.rand(x1.shape[0], device=x1.device, generator=gen)
         x0 = torch.randn(x1.shape, device=x1.device, generator=gen)
         tt = t[:, None, None]
@@ -149,4 +196,4 @@ class FlowDecoder(nn.Module):
         for i in range(n_steps):
             t = torch.full((x.shape[0],), i / n_steps, device=x.device)
             x = x + self.velocity(x, t, cond, spk, mask, mu) / n_steps
-        return x * mask[..., None], token_lens * self.up
+        return self.denormalise(x) * mask[..., None], token_lens * self.up

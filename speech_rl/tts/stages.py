@@ -102,7 +102,7 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
                 raise ValueError("stage 'tokens_prior' needs a flow decoder trained with a mel prior (prior_weight > 0)")
             spk = system.lm.speaker_ids([speaker], x.device)
             with torch.no_grad():
-                _, _, mu = system.flow.condition(torch.tensor([toks]), torch.tensor([len(toks)]), spk)
+                mu = system.flow.prior_mel(torch.tensor([toks]), torch.tensor([len(toks)]), spk)
             return system.vocoder(mu[0]).numpy()
         wavs, _, _ = system.synthesise([toks], [speaker], gen=gen, n_steps=flow_steps,
                                       temperature=flow_temperature)

@@ -82,6 +82,33 @@ class TestFlowDecoder:
         with pytest.raises(ValueError, match="mel has 5 frames but 3 tokens need 12"):
             fd.loss(torch.zeros(2, 5, 10), tok, lens, torch.tensor([0, 1]))
 
+    def test_mel_normalisation_sets_the_noise_to_the_data_scale(self):
+        # stats fitted from frames of mean 3, std 0.2 per bin; an untrained decoder (v = 0)
+        # then returns the start noise mapped back to log-mel: mean + std * noise
+        fd = FlowDecoder(n_codes=8, n_speakers=2, n_mels=10, d_model=32, n_blocks=2, mel_norm_utts=2,
+                         prior_weight=1.0)
+        assert not bool(fd.mel_stats_fitted) and {"mel_mean", "mel_std", "mel_stats_fitted"} <= set(fd.state_dict())
+        g = torch.Generator().manual_seed(4)
+        mels = [3 + 0.2 * torch.randn(400, 10, generator=g), 3 + 0.2 * torch.randn(300, 10, generator=g)]
+        fd.fit_mel_stats(mels)
+        frames = torch.cat(mels)
+        assert torch.allclose(fd.mel_mean, frames.mean(0)) and torch.allclose(fd.mel_std, frames.std(0))
+        assert bool(fd.mel_stats_fitted) and torch.allclose(fd.denormalise(fd.normalise(mels[0])), mels[0], atol=1e-5)
+        tok, lens = torch.tensor([[1, 2, 3], [4, 5, 0]]), torch.tensor([3, 2])
+        mel, _ = fd.sample(tok, lens, torch.tensor([0, 1]), n_steps=4, gen=torch.Generator().manual_seed(0))
+        ref = torch.randn(2, 12, 10, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(mel[0], fd.mel_mean + fd.mel_std * ref[0], atol=1e-5) and mel[1, 8:].abs().sum() == 0
+        # the prior's mu is in the normalised space; prior_mel gives it as log-mel
+        _, mask, mu = fd.condition(tok, lens, torch.tensor([0, 1]))
+        assert torch.allclose(fd.prior_mel(tok, lens, torch.tensor([0, 1])),
+                              (mu * fd.mel_std + fd.mel_mean) * mask[..., None])
+        with pytest.raises(ValueError, match=r"non-empty list of \(T, 10\) log-mels"):
+            fd.fit_mel_stats([torch.zeros(5, 8)])
+        with pytest.raises(ValueError, match="no mel normalisation"):
+            FlowDecoder(n_codes=8, n_speakers=1, n_mels=10).fit_mel_stats(mels)
+        with pytest.raises(ValueError, match="mel_norm_utts must be >= 0"):
+            FlowDecoder(n_codes=8, n_speakers=1, mel_norm_utts=-1)
+
     def test_learns_a_token_to_mel_map(self):
         # each token stands for a fixed 10-bin spectrum; after training the ODE sample reproduces it
         torch.manual_seed(0)
@@ -114,6 +141,17 @@ class TestFlowDecoder:
         assert float(((mu - mel) ** 2).mean()) < 0.2
         out, _ = fd.sample(tok, lens, spk, n_steps=10, gen=torch.Generator().manual_seed(3))
         assert float(((out - mel) ** 2).mean()) < 0.3
+        # the same map, on log-mel far from N(0, I) (offset 3, scale 0.3), with normalisation
+        torch.manual_seed(0)
+        fdn = FlowDecoder(n_codes=4, n_speakers=2, n_mels=10, d_model=32, n_blocks=2, up=2, cond_layers=1,
+                          prior_weight=1.0, mel_norm_utts=8)
+        far = 3 + 0.3 * mel
+        fdn.fit_mel_stats(list(far))
+        _train(fdn, far, tok, lens, spk)
+        out, _ = fdn.sample(tok, lens, spk, n_steps=10, gen=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            assert float(((fdn.prior_mel(tok, lens, spk) - far) ** 2).mean()) < 0.2 * 0.09
+        assert float(((out - far) ** 2).mean()) < 0.3 * 0.09
         with pytest.raises(ValueError, match="needs the speaker ids"):
             fd.condition(tok, lens)
         with pytest.raises(ValueError, match="prior_weight must be >= 0"):

@@ -26,7 +26,7 @@ def test_tts_sft_base_trains_and_its_checkpoint_synthesises(tmp_path):
     run_cli("train", "experiment=tts_sft_base", "trainer.max_steps=8", "trainer.val_check_interval=3",
             "data.synth.splits={train: 16, val: 4}", "data.codebook_size=16", "data.batch_size=4",
             "optim.warmup_steps=0", f"hydra.run.dir={run}", "trainer.enable_progress_bar=false", *SMALL,
-            cwd=tmp_path, data_dir=data)
+            "model.flow.mel_norm_utts=6", cwd=tmp_path, data_dir=data)
     toks = read_tokens(data / "asr" / "train.tokens.jsonl")
     assert len(toks) == 16 and max(max(t) for t in toks.values()) < 16
     s = scalars(run / "tensorboard")
@@ -38,6 +38,16 @@ def test_tts_sft_base_trains_and_its_checkpoint_synthesises(tmp_path):
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
     system = load_tts_system(run / "checkpoints" / "last.ckpt")
     assert system.lm.n_codes == 16 and not system.training
+    # the flow's mel statistics: fitted once at the start, from 6 evenly spaced training rows
+    # (0, 3, 6, 9, 12, 15 of 16), and kept in the checkpoint
+    from speech_rl.data.features import LogMel
+    from speech_rl.data.manifest import read_manifest, utterance_audio
+
+    rows = read_manifest(data / "asr" / "train.jsonl")[0]
+    frames = torch.cat([LogMel()(torch.from_numpy(utterance_audio(rows[i], 16000))) for i in (0, 3, 6, 9, 12, 15)])
+    assert bool(system.flow.mel_stats_fitted)
+    assert torch.allclose(system.flow.mel_mean, frames.mean(0), atol=1e-5)
+    assert torch.allclose(system.flow.mel_std, frames.std(0).clamp_min(1e-3), atol=1e-5)
     wavs, mel, lens = system.synthesise([[1, 2, 3, 4, 5], []], ["en-us", "en+f3"], n_steps=2)
     assert wavs[0].shape == ((5 * 4 - 1) * 160,) and wavs[1].numel() == 0 and torch.isfinite(wavs[0]).all()
 
