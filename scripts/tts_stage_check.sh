@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where TTS output loses the words (issue: TTS judged for real, item 3): the open corpus' TTS
-# split, four speech tokenizers (log-mel 25 / 100 Hz, Whisper last layer / layer 2), flow decoders trained on their tokens (with and without the
-# mel prior), and each stage's re-synthesis of held-out recordings (held-out sentences,
+# split, five speech tokenizers (log-mel 25 / 100 Hz, Whisper last layer / layer 2 at 50 and 25 Hz), flow decoders trained on
+# their tokens (with and without the mel prior, and with the normalised log-mel), and each stage's re-synthesis of held-out recordings (held-out sentences,
 # held-out speakers) read by Whisper base (not tiny.en, whose encoder makes the whisper
 # tokens). Results and reading: docs/results/tts_open.md. Stages whose output exists are skipped.
 #
@@ -18,6 +18,7 @@ TOKS=(
   "whisper512=--codebook-size 512 --stack 1 --upstream whisper"
   "logmel1024x1=--codebook-size 1024 --stack 1"
   "whisper2_1024=--codebook-size 1024 --stack 1 --upstream whisper --upstream-layer 2"
+  "whisper2_1024x2=--codebook-size 1024 --stack 2 --upstream whisper --upstream-layer 2"
 )
 # flow decoder RUN=tokenizer|train overrides|stages
 FLOWS=(
@@ -26,6 +27,8 @@ FLOWS=(
   "whisper512=whisper512|data.codebook_size=512 model.flow.up=2|tokens_flow"
   "logmel1024x1_prior=logmel1024x1|data.codebook_size=1024 model.flow.up=1 model.flow.prior_weight=1.0|tokens_centroid,tokens_prior,tokens_flow"
   "whisper2_1024_prior=whisper2_1024|data.codebook_size=1024 model.flow.up=2 model.flow.prior_weight=1.0|tokens_centroid,tokens_prior,tokens_flow"
+  "whisper2_1024x2_prior=whisper2_1024x2|data.codebook_size=1024 model.flow.prior_weight=1.0|tokens_centroid,tokens_prior,tokens_flow"
+  "whisper2_1024x2_prior_norm=whisper2_1024x2|data.codebook_size=1024 model.flow.prior_weight=1.0 model.flow.mel_norm_utts=200|tokens_prior,tokens_flow"
 )
 for t in "${TOKS[@]}"; do
   name=${t%%=*}; T=$D/tts_$name
