@@ -95,7 +95,7 @@ def find_resume_checkpoint(ckpt_dir: str | Path) -> Path | None:
     return None
 
 
-NOT_WEIGHT_SETTINGS = frozenset({"init_from", "lora", "gradient_checkpointing", "prompt", "eos"})
+NOT_WEIGHT_SETTINGS = frozenset({"init_from", "init_parts", "lora", "gradient_checkpointing", "prompt", "eos"})
 
 
 def config_differences(saved: Any, current: Any, prefix: str = "model") -> list[str]:

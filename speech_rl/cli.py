@@ -143,6 +143,8 @@ def _eval_tts(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, nargs="+", default=[0],
                    help="sampling seed(s); several (e.g. --seed 0 1 2) pool their samples' scores and list "
                         "each seed's in per_seed (one draw of a sampled TTS moves WER by a point or two)")
+    p.add_argument("--flow-temperature", type=float, help="scale of the flow decoder's start noise (default: "
+                   "the checkpoint's model.flow_temperature)")
     a = p.parse_args(argv)
     from speech_rl.evaluate import save_metrics
     from speech_rl.tts.evaluate import evaluate_tts
@@ -157,7 +159,8 @@ def _eval_tts(argv: list[str]) -> int:
 
         judge = DEFAULT_MODEL
     res = evaluate_tts(a.checkpoint, a.texts, a.asr, a.speaker, a.reference, a.mos, a.base_seconds, a.wav_dir,
-                       a.max_new_tokens, a.temperature, a.top_k, a.seed, judge=None if judge == "none" else judge)
+                       a.max_new_tokens, a.temperature, a.top_k, a.seed, judge=None if judge == "none" else judge,
+                       flow_temperature=a.flow_temperature)
     if a.save:
         save_metrics(a.save, dict(res, texts=str(a.texts), checkpoint=str(a.checkpoint)))
     print(json.dumps(res, indent=2))

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from speech_rl.engines import SamplingParams, TorchEngine
+from speech_rl.tts.flow import check_flow_temperature
 
 
 def read_texts(path: str | Path, speaker: str | None = None) -> list[dict]:
@@ -76,7 +77,8 @@ def synthesise_texts(system, rows: list[dict], params: SamplingParams, batch_siz
 def evaluate_tts(checkpoint: str, texts: str, asr: str | None, speaker: str | None = None,
                  reference: str | None = None, mos: bool = False, base_seconds: float | None = None,
                  wav_dir: str | None = None, max_new_tokens: int = 500, temperature: float = 1.0, top_k: int = 0,
-                 seed: int | Sequence[int] = 0, judge: str | None = None) -> dict:
+                 seed: int | Sequence[int] = 0, judge: str | None = None,
+                 flow_temperature: float | None = None) -> dict:
     """Synthesise every text once per sampling seed and score all samples together.
 
     Two recognisers can read the samples: ``judge`` (a Whisper model for
@@ -91,7 +93,9 @@ def evaluate_tts(checkpoint: str, texts: str, asr: str | None, speaker: str | No
     so the pooled WER is the mean of the seeds' WERs), ``per_seed`` lists each seed's
     wer / sub / ins / del / seconds (/ speaker_sim / mos), and ``wer_seed_std`` their
     spread. A seed's samples do not depend on the other seeds given: ``--seed 1`` alone
-    gives the same numbers as the seed-1 entry of ``--seed 0 1 2``."""
+    gives the same numbers as the seed-1 entry of ``--seed 0 1 2``. ``flow_temperature``: the
+    flow decoder's start-noise scale (default the checkpoint's ``model.flow_temperature``),
+    recorded in the result either way."""
     from speech_rl.evaluate import score
     from speech_rl.tts.system import load_tts_system
 
@@ -100,7 +104,11 @@ def evaluate_tts(checkpoint: str, texts: str, asr: str | None, speaker: str | No
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     if asr is None and judge is None:
         raise ValueError("eval-tts needs a recogniser: --judge whisper and / or --asr CHECKPOINT")
+    if flow_temperature is not None:
+        flow_temperature = check_flow_temperature(flow_temperature)
     system = load_tts_system(checkpoint)
+    if flow_temperature is not None:
+        system.flow_temperature = flow_temperature
     rows = read_texts(texts, speaker)
     unknown = sorted({r["speaker"] for r in rows} - set(system.speakers))
     if unknown:
@@ -145,6 +153,7 @@ def evaluate_tts(checkpoint: str, texts: str, asr: str | None, speaker: str | No
         _write_wavs(samples, sr, Path(wav_dir), by_seed=len(seeds) > 1)
     res["utterances"] = float(len(rows))
     res["seeds"] = seeds
+    res["flow_temperature"] = system.flow_temperature
     if len(seeds) > 1:
         res["per_seed"] = per_seed
         for prefix in readers:

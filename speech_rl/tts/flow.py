@@ -64,6 +64,13 @@ class ConvBlock(nn.Module):
         return (x + h) * mask
 
 
+def check_flow_temperature(value: float, name: str = "flow_temperature") -> float:
+    """The start-noise scale of the flow ODE as a float; a negative or NaN value raises, named."""
+    if not float(value) >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
 class FlowDecoder(nn.Module):
     """Args: n_codes (speech codebook size K), n_speakers, n_mels, up (mel frames per
     token), d_model, cond_layers (Transformer layers over tokens), n_blocks (estimator
@@ -189,8 +196,7 @@ class FlowDecoder(nn.Module):
         path at the origin: a deterministic decode)."""
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-        if not temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        check_flow_temperature(temperature, "temperature")
         cond, mask, mu = self.condition(tokens, token_lens, spk)
         x = torch.randn(*cond.shape[:2], self.n_mels, device=cond.device, generator=gen) * temperature
         for i in range(n_steps):

@@ -124,11 +124,12 @@ def evaluate_stages(manifest: str | Path, checkpoint: str | None = None, tokeniz
     from speech_rl.data.manifest import read_manifest, utterance_audio
     from speech_rl.evaluate import score
     from speech_rl.judge import WhisperJudge, WhisperNormalizer
+    from speech_rl.tts.flow import check_flow_temperature
 
     if flow_steps is not None and flow_steps < 1:
         raise ValueError(f"flow_steps must be >= 1, got {flow_steps}")
-    if flow_temperature is not None and not flow_temperature >= 0:
-        raise ValueError(f"flow_temperature must be >= 0, got {flow_temperature}")
+    if flow_temperature is not None:           # refused before the judge loads
+        check_flow_temperature(flow_temperature)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown} (known: {', '.join(STAGES)})")

@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from speech_rl.tts.flow import FlowDecoder
+from speech_rl.tts.flow import FlowDecoder, check_flow_temperature
 from speech_rl.tts.lm import TTSLM
 from speech_rl.tts.token_asr import TokenASR
 from speech_rl.tts.vocoder import GriffinLimVocoder
@@ -24,10 +24,8 @@ class TTSSystem(nn.Module):
     def __init__(self, lm: TTSLM, flow: FlowDecoder, token_asr: TokenASR, vocoder: nn.Module,
                  flow_steps: int = 10, flow_temperature: float = 1.0):
         super().__init__()
-        if not flow_temperature >= 0:
-            raise ValueError(f"flow_temperature must be >= 0, got {flow_temperature}")
         self.lm, self.flow, self.token_asr, self.vocoder = lm, flow, token_asr, vocoder
-        self.flow_steps, self.flow_temperature = flow_steps, float(flow_temperature)
+        self.flow_steps, self.flow_temperature = flow_steps, check_flow_temperature(flow_temperature)
 
     @property
     def speakers(self) -> list[str]:
@@ -62,11 +60,14 @@ class TTSSystem(nn.Module):
 
 def build_tts_system(tokenizer: Any, n_codes: int, speakers: list[str], lm: dict, flow: dict | None = None,
                      token_asr: dict | None = None, vocoder: Any = None, flow_steps: int = 10,
-                     flow_temperature: float = 1.0, init_from: str | None = None, lora: dict | None = None) -> TTSSystem:
+                     flow_temperature: float = 1.0, init_from: str | None = None, lora: dict | None = None,
+                     init_parts: list[str] | None = None) -> TTSSystem:
     """From config: ``tokenizer`` a Hydra ``_target_`` dict (or object); ``lm`` the
     ``build_causal_lm`` kwargs; ``flow`` / ``token_asr`` kwargs of FlowDecoder / TokenASR;
     ``vocoder`` a ``_target_`` dict (default Griffin-Lim); ``init_from`` a speech-rl
-    checkpoint whose ``tts.*`` keys are this system. ``lora`` (``{r, alpha, dropout,
+    checkpoint whose ``tts.*`` keys are this system; ``init_parts`` (a subset of ``lm``, ``flow``,
+    ``token_asr``; default all) the parts taken from it, the others keep their fresh init
+    (e.g. a new, larger LM beside a trained flow decoder). ``lora`` (``{r, alpha, dropout,
     target_modules}``; ``r: 0`` is off) then puts LoRA adapters on the LM's causal LM
     (``speech_rl.models.lora``): its base weights and the prompt tables freeze."""
     tok = instantiate(tokenizer) if isinstance(tokenizer, dict) or hasattr(tokenizer, "_target_") else tokenizer
@@ -75,8 +76,10 @@ def build_tts_system(tokenizer: Any, n_codes: int, speakers: list[str], lm: dict
                        FlowDecoder(n_codes, len(speakers), **dict(flow or {})),
                        TokenASR(n_codes, tok, **dict(token_asr or {})), voc, flow_steps,
                        flow_temperature)
+    if init_parts is not None and not init_from:
+        raise ValueError(f"model.init_parts {list(init_parts)} needs model.init_from (the checkpoint to take them from)")
     if init_from:
-        load_tts_weights(system, init_from)
+        load_tts_weights(system, init_from, init_parts)
     if lora and int(lora.get("r") or 0) > 0:
         from speech_rl.models.lora import apply_lora
 
@@ -87,12 +90,31 @@ def build_tts_system(tokenizer: Any, n_codes: int, speakers: list[str], lm: dict
     return system
 
 
-def load_tts_weights(system: TTSSystem, path: str | Path) -> None:
-    """Weights from a speech-rl checkpoint (``tts.*`` keys) or a plain state dict; shape
-    mismatches and missing keys are named."""
-    from speech_rl.checkpoint import load_module_weights
+TTS_PARTS = ("lm", "flow", "token_asr")
 
-    load_module_weights(system, path, "tts", "TTS system")
+
+def load_tts_weights(system: TTSSystem, path: str | Path, parts: list[str] | None = None) -> None:
+    """Weights from a speech-rl checkpoint (``tts.*`` keys) or a plain state dict; shape
+    mismatches and missing keys are named. ``parts`` (subset of ``TTS_PARTS``): load only
+    those sub-modules (``tts.<part>.*`` keys of a speech-rl checkpoint)."""
+    from speech_rl.checkpoint import load_module_state, load_module_weights
+
+    if parts is None:
+        load_module_weights(system, path, "tts", "TTS system")
+        return
+    parts = list(parts)
+    bad = [x for x in parts if x not in TTS_PARTS]
+    if bad or not parts:
+        raise ValueError(f"model.init_parts {parts}: each must be one of {', '.join(TTS_PARTS)} (and at least one)")
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"init_from checkpoint {p} does not exist")
+    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    sd = ckpt.get("state_dict", ckpt)
+    for part in parts:
+        if not any(k.startswith(f"tts.{part}.") for k in sd):
+            raise ValueError(f"checkpoint {p} has no tts.{part}.* weights (model.init_parts asks for {part})")
+        load_module_state(getattr(system, part), {"state_dict": sd}, p, f"tts.{part}", f"TTS {part}")
 
 
 def load_tts_system(checkpoint: str | Path) -> TTSSystem:
@@ -110,7 +132,8 @@ def load_tts_system(checkpoint: str | Path) -> TTSSystem:
     if base_dropped and not (init_from and Path(init_from).is_file()):
         raise FileNotFoundError(f"checkpoint {p} holds LoRA adapters without their base, which came from "
                                 f"model.init_from {init_from}: that file does not exist")
-    system = build_tts_system(**dict(hp["model"], init_from=init_from))
+    system = build_tts_system(**dict(hp["model"], init_from=init_from,
+                                     init_parts=hp["model"].get("init_parts") if init_from else None))
     if base_dropped:
         from speech_rl.checkpoint import load_module_state
         from speech_rl.models.lora import fill_frozen, frozen_base_names

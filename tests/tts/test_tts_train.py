@@ -80,6 +80,7 @@ def test_eval_tts_scores_a_text_list_written_elsewhere(tmp_path, capsys):
     for k in ("wer", "sub", "ins", "del", "seconds", "finished", "duration_ratio"):
         assert k in res and math.isfinite(res[k]), k
     assert res["utterances"] == 2 and res["duration_ratio"] == res["seconds"] / 0.5
+    assert res["flow_temperature"] == 1.0                  # the checkpoint's model.flow_temperature
     assert sorted(p.name for p in (tmp_path / "wav").iterdir()) == ["a.wav", "b.wav", "hyps.jsonl"]
     if importlib.util.find_spec("faster_whisper"):        # --judge auto: Whisper reads the same wavs, headline
         from speech_rl.judge import DEFAULT_MODEL
@@ -110,6 +111,15 @@ def test_eval_tts_scores_a_text_list_written_elsewhere(tmp_path, capsys):
     assert "elsewhere.jsonl:1: no 'speaker'" in capsys.readouterr().err
     assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--judge", "none", "--speaker", "en-us"]) == 2
     assert "needs a recogniser" in capsys.readouterr().err
+    cold = tmp_path / "eval" / "tts_t0.json"               # the start noise set at evaluation, recorded
+    assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt"), "--judge",
+                 "none", "--speaker", "en-us", "--max-new-tokens", "20", "--flow-temperature", "0",
+                 "--save", str(cold)]) == 0
+    assert json.loads(cold.read_text())["flow_temperature"] == 0.0
+    capsys.readouterr()
+    assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt"),
+                 "--speaker", "en-us", "--flow-temperature", "-0.5"]) == 2
+    assert "flow_temperature must be >= 0, got -0.5" in capsys.readouterr().err
     texts.write_text('{"text": "hi", "speaker": "fr"}\n')
     assert main(["eval-tts", str(texts), str(tmp_path / "tts.ckpt"), "--asr", str(tmp_path / "asr.ckpt")]) == 2
     assert "speakers ['fr'] are not in the TTS model's table" in capsys.readouterr().err
@@ -144,3 +154,49 @@ def test_a_zero_loss_weight_freezes_its_part_and_skips_its_loss():
     assert set(module.losses(batch)) == {"lm", "flow", "token_asr", "loss"}
     with pytest.raises(ValueError, match="every weight is 0"):
         _tiny_sft({"lm": 0.0, "flow": 0.0, "token_asr": 0.0})
+
+
+def test_init_parts_takes_the_named_parts_and_keeps_the_rest_fresh(tmp_path):
+    """model.init_parts=[flow]: a new, larger LM beside a trained flow decoder. The flow
+    (and its mel statistics buffers) come from the checkpoint, the LM keeps its own init; the
+    checkpoint of such a run rebuilds without the init_from file. Bad part names, a part the
+    checkpoint lacks and init_parts without init_from are refused by name."""
+    from speech_rl.tts.system import build_tts_system, load_tts_system
+
+    torch.manual_seed(0)
+    src_model = dict(TINY_TTS, flow={**TINY_TTS["flow"], "mel_norm_utts": 4})
+    src = build_tts_system(**src_model)
+    src.flow.fit_mel_stats([torch.randn(30, 80) * 2 + 1])
+    path = tmp_path / "src.ckpt"
+    torch.save({"hyper_parameters": {"model": src_model},
+                "state_dict": {f"tts.{k}": v for k, v in src.state_dict().items()}}, path)
+    big = dict(src_model, lm={"hidden_size": 48, "num_layers": 3}, init_from=str(path), init_parts=["flow"])
+    torch.manual_seed(1)
+    fresh = build_tts_system(**dict(big, init_from=None, init_parts=None))
+    torch.manual_seed(1)
+    dst = build_tts_system(**big)
+    for k, v in src.flow.state_dict().items():
+        assert torch.equal(dst.flow.state_dict()[k], v), k
+    assert bool(dst.flow.mel_stats_fitted)
+    for k, v in fresh.lm.state_dict().items():                 # the LM is the fresh 48 x 3 one
+        assert torch.equal(dst.lm.state_dict()[k], v), k
+    for k, v in fresh.token_asr.state_dict().items():          # not named: not taken
+        assert torch.equal(dst.token_asr.state_dict()[k], v), k
+    assert not torch.equal(dst.token_asr.state_dict()["head.weight"], src.token_asr.state_dict()["head.weight"])
+    run = tmp_path / "run.ckpt"
+    torch.save({"hyper_parameters": {"model": big},
+                "state_dict": {f"tts.{k}": v for k, v in dst.state_dict().items()}}, run)
+    path.unlink()                                              # a finished run stands on its own
+    back = load_tts_system(run)
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in dst.state_dict().items())
+    torch.save({"hyper_parameters": {"model": src_model},
+                "state_dict": {f"tts.{k}": v for k, v in src.state_dict().items()}}, path)
+    with pytest.raises(ValueError, match=r"init_parts \['vocoder'\]: each must be one of lm, flow, token_asr"):
+        build_tts_system(**dict(big, init_parts=["vocoder"]))
+    with pytest.raises(ValueError, match="TTS lm of another shape"):
+        build_tts_system(**dict(big, init_parts=["lm"]))
+    with pytest.raises(ValueError, match="needs model.init_from"):
+        build_tts_system(**dict(big, init_from=None))
+    torch.save({"state_dict": {f"tts.{k}": v for k, v in src.state_dict().items() if not k.startswith("flow.")}}, path)
+    with pytest.raises(ValueError, match=r"has no tts.flow.\* weights"):
+        build_tts_system(**big)
