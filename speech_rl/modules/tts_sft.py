@@ -4,7 +4,8 @@ The three trainable parts have disjoint parameters and are trained side by side 
 same batches (one pass over the audio for all three):
 
   lm         cross-entropy of ``speech tokens + eos`` given ``[spk | text | sos]``
-  flow       conditional flow-matching loss of the log-mel given tokens and speaker
+  flow       conditional flow-matching loss of the log-mel given tokens and speaker (with a
+             mel prior, + prior_weight x its MSE; both also logged alone: flow_cfm, flow_prior)
   token_asr  CTC ``-log P(text | tokens)`` per character, on the tokenised corpus
 
 ``loss = lm + flow + token_asr`` (each weight from ``loss_weights``). A part whose
@@ -72,7 +73,8 @@ class TTSSFTModule(L.LightningModule):
             out["lm"] = -(logp * mask).sum() / mask.sum()
         if "flow" in terms:
             spk = tts.lm.speaker_ids(batch.speakers, dev)
-            out["flow"] = tts.flow.loss(batch.mel, batch.tokens, batch.token_lens, spk)
+            # with a prior also flow_cfm / flow_prior, logged apart (flow_cfm is comparable across prior weights)
+            out.update(tts.flow.loss_terms(batch.mel, batch.tokens, batch.token_lens, spk))
         if "token_asr" in terms:
             chars = torch.tensor([max(len(tts.token_asr.tokenizer.encode(t)), 1) for t in batch.texts], device=dev)
             nll = -tts.token_asr.log_p_text(batch.tokens, batch.token_lens, batch.texts)

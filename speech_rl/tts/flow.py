@@ -169,7 +169,15 @@ class FlowDecoder(nn.Module):
 
     def loss(self, mel: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor, spk: torch.Tensor,
              gen: torch.Generator | None = None) -> torch.Tensor:
-        """Masked CFM loss (+ ``prior_weight`` x the prior's masked MSE to the mel).
+        """Masked CFM loss (+ ``prior_weight`` x the prior's masked MSE to the mel): the
+        training objective, ``loss_terms(...)["flow"]``."""
+        return self.loss_terms(mel, tokens, token_lens, spk, gen)["flow"]
+
+    def loss_terms(self, mel: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor, spk: torch.Tensor,
+                   gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``flow``: the objective; with a prior also its parts, unweighted and detached (for
+        logging): ``flow_cfm`` the masked CFM loss, ``flow_prior`` the prior's masked MSE to the
+        mel, both per mel value in the flow's (normalised) space.
         mel (B, Tm', M) with Tm' >= T * up (cut to T * up), tokens (B, T)."""
         cond, mask, mu = self.condition(tokens, token_lens, spk)
         tm = cond.shape[1]
@@ -183,10 +191,11 @@ class FlowDecoder(nn.Module):
         u = x1 - (1 - self.sigma_min) * x0
         denom = (mask.sum() * self.n_mels).clamp_min(1)
         err = (self.velocity(xt, t, cond, spk, mask, mu) - u) ** 2 * mask[..., None]
-        loss = err.sum() / denom
-        if mu is not None:
-            loss = loss + self.prior_weight * ((mu - x1) ** 2 * mask[..., None]).sum() / denom
-        return loss
+        cfm = err.sum() / denom
+        if mu is None:
+            return {"flow": cfm}
+        prior = ((mu - x1) ** 2 * mask[..., None]).sum() / denom
+        return {"flow": cfm + self.prior_weight * prior, "flow_cfm": cfm.detach(), "flow_prior": prior.detach()}
 
     @torch.no_grad()
     def sample(self, tokens: torch.Tensor, token_lens: torch.Tensor, spk: torch.Tensor, n_steps: int = 10,

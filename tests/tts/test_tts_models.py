@@ -79,6 +79,7 @@ class TestFlowDecoder:
             fd.sample(tok, lens, torch.tensor([0, 1]), temperature=-0.1)
         with pytest.raises(ValueError, match="n_steps must be >= 1"):
             fd.sample(tok, lens, torch.tensor([0, 1]), n_steps=0)
+        assert set(fd.loss_terms(torch.zeros(2, 12, 10), tok, lens, torch.tensor([0, 1]))) == {"flow"}   # no prior
         with pytest.raises(ValueError, match="mel has 5 frames but 3 tokens need 12"):
             fd.loss(torch.zeros(2, 5, 10), tok, lens, torch.tensor([0, 1]))
 
@@ -141,6 +142,13 @@ class TestFlowDecoder:
         assert float(((mu - mel) ** 2).mean()) < 0.2
         out, _ = fd.sample(tok, lens, spk, n_steps=10, gen=torch.Generator().manual_seed(3))
         assert float(((out - mel) ** 2).mean()) < 0.3
+        # the objective is CFM + prior_weight x the prior's MSE; the parts come apart for logging
+        fd.prior_weight = 0.5
+        terms = fd.loss_terms(mel, tok, lens, spk, torch.Generator().manual_seed(5))
+        assert set(terms) == {"flow", "flow_cfm", "flow_prior"} and not terms["flow_prior"].requires_grad
+        assert torch.allclose(terms["flow"], terms["flow_cfm"] + 0.5 * terms["flow_prior"])
+        assert torch.allclose(terms["flow_prior"], ((mu - mel) ** 2).mean())
+        assert torch.equal(fd.loss(mel, tok, lens, spk, torch.Generator().manual_seed(5)), terms["flow"])
         # the same map, on log-mel far from N(0, I) (offset 3, scale 0.3), with normalisation
         torch.manual_seed(0)
         fdn = FlowDecoder(n_codes=4, n_speakers=2, n_mels=10, d_model=32, n_blocks=2, up=2, cond_layers=1,

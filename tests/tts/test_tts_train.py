@@ -26,12 +26,15 @@ def test_tts_sft_base_trains_and_its_checkpoint_synthesises(tmp_path):
     run_cli("train", "experiment=tts_sft_base", "trainer.max_steps=8", "trainer.val_check_interval=3",
             "data.synth.splits={train: 16, val: 4}", "data.codebook_size=16", "data.batch_size=4",
             "optim.warmup_steps=0", f"hydra.run.dir={run}", "trainer.enable_progress_bar=false", *SMALL,
-            "model.flow.mel_norm_utts=6", cwd=tmp_path, data_dir=data)
+            "model.flow.mel_norm_utts=6", "model.flow.prior_weight=0.5", cwd=tmp_path, data_dir=data)
     toks = read_tokens(data / "asr" / "train.tokens.jsonl")
     assert len(toks) == 16 and max(max(t) for t in toks.values()) < 16
     s = scalars(run / "tensorboard")
     for k in ("train/lm", "train/flow", "train/token_asr", "val/loss", "val/token_asr_wer"):
         assert k in s and all(math.isfinite(v) for v in s[k]), k
+    # with a mel prior the flow objective's parts are logged apart: flow = cfm + 0.5 x prior
+    assert all(math.isclose(f, c + 0.5 * p, rel_tol=1e-5)
+               for f, c, p in zip(s["train/flow"], s["train/flow_cfm"], s["train/flow_prior"], strict=True))
     lm = s["train/lm"]
     assert len(lm) == 8 and sum(lm[-2:]) / 2 < lm[0] < math.log(17) + 0.5      # starts near uniform, falls
     # saved at steps 3 and 6 by the interval; last.ckpt still holds the final step 8
