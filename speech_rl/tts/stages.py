@@ -98,8 +98,6 @@ def resynthesise(wav: np.ndarray, stage: str, system=None, tokenizer=None, speak
         if not toks:
             return np.zeros(0, np.float32)
         if stage == "tokens_prior":
-            if system.flow.prior is None:
-                raise ValueError("stage 'tokens_prior' needs a flow decoder trained with a mel prior (prior_weight > 0)")
             spk = system.lm.speaker_ids([speaker], x.device)
             with torch.no_grad():
                 mu = system.flow.prior_mel(torch.tensor([toks]), torch.tensor([len(toks)]), spk)
