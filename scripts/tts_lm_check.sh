@@ -28,13 +28,13 @@ COMMON=(experiment=tts_open_flow paths.data_dir="$D" data.train_manifest="$T/tts
     model.flow_temperature=0.667 trainer.max_steps="$LM_STEPS" trainer.val_check_interval=250 hydra.run.dir="$L"
 # the checkpoint of the lowest val/lm (TensorBoard scalars of the LM run)
 BEST=$(python - "$L" <<'EOF'
-import sys, glob
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-ev = [EventAccumulator(f).Reload() for f in sorted(glob.glob(f"{sys.argv[1]}/**/events.out.tfevents.*", recursive=True))]
-val = {s.step: s.value for e in ev if "val/lm" in e.Tags()["scalars"] for s in e.Scalars("val/lm")}
-for step in sorted(val):
-    print(f"val/lm step {step}: {val[step]:.4f}", file=sys.stderr)
-print(min(val, key=val.get))
+import sys
+from pathlib import Path
+from speech_rl.plot import read_scalars
+steps, values = read_scalars(Path(sys.argv[1]))["val/lm"]
+for step, v in zip(steps, values):
+    print(f"val/lm step {step}: {v:.4f}", file=sys.stderr)
+print(steps[values.index(min(values))])
 EOF
 )
 # validation runs at the end of step N-1's batch (logged as N-1), the checkpoint of that step is stepN
