@@ -10,11 +10,14 @@
 # lowest val/lm and judged by Whisper base. Results: docs/results/tts_open.md. Stages whose output
 # exists are skipped.
 #
-#   bash scripts/tts_lm_check.sh WORK [LM_STEPS] [FLOW_STEPS]     # defaults 2000, 3000
+#   bash scripts/tts_lm_check.sh WORK [LM_STEPS] [FLOW_STEPS] [N_TRAIN]    # defaults 2000, 3000, 2400
+# (N_TRAIN: tts_train utterances; the sft pool holds 5707 sentences, more than that cycles them in
+# other voices; test_short and val do not change with it: each split is seeded by its own name)
 set -euo pipefail
-W=$(realpath -m "${1:?usage: tts_lm_check.sh WORK [LM_STEPS] [FLOW_STEPS]}"); LM_STEPS=${2:-2000}; FLOW_STEPS=${3:-3000}
+W=$(realpath -m "${1:?usage: tts_lm_check.sh WORK [LM_STEPS] [FLOW_STEPS] [N_TRAIN]}"); LM_STEPS=${2:-2000}; FLOW_STEPS=${3:-3000}
+N_TRAIN=${4:-2400}
 D=$W/data; T=$D/tts_whisper2_1024x2; F=$W/runs/flow_whisper2_1024x2_prior_norm; L=$W/runs/lm_whisper2_256x4
-[ -f "$D/tts_open/val.jsonl" ] || speech-rl data synth "$D/tts_open" --preset open --splits test_short=100,tts_train=2400,val=50
+[ -f "$D/tts_open/val.jsonl" ] || speech-rl data synth "$D/tts_open" --preset open --splits test_short=100,tts_train="$N_TRAIN",val=50
 mkdir -p "$T" && ln -sfn ../tts_open/wav "$T/wav" && cp -n "$D/tts_open/tts_train.jsonl" "$D/tts_open/val.jsonl" "$T/"
 [ -f "$T/val.tokens.jsonl" ] || speech-rl data tokenize "$T/tts_train.jsonl" "$T/val.jsonl" \
     --tokenizer "$T/speech_tokenizer.pt" --fit --fit-utts 1000 --codebook-size 1024 --stack 2 --upstream whisper --upstream-layer 2

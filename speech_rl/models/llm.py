@@ -12,7 +12,8 @@ def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_
                     intermediate_size: int | None = None, max_positions: int = 1024,
                     tie_word_embeddings: bool = True, attn_implementation: str = "sdpa",
                     whisper_decoder: str | None = None, whisper_cross: str | None = None,
-                    full_window: bool = True, gradient_checkpointing: bool = False) -> nn.Module:
+                    full_window: bool = True, gradient_checkpointing: bool = False,
+                    attention_dropout: float = 0.0) -> nn.Module:
     """A Hugging Face causal LM that accepts ``inputs_embeds``.
 
     With ``pretrained_path``, ``AutoModelForCausalLM.from_pretrained(path, local_files_only=True)``
@@ -25,8 +26,15 @@ def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_
     30 s window); otherwise a randomly initialised ``Qwen2ForCausalLM`` of the given size. ``gradient_checkpointing`` recomputes each decoder layer's activations in
     the backward pass (HF's ``gradient_checkpointing_enable``, non-reentrant): less memory
     for the policy update, more compute; ``response_logprobs`` then runs each prompt once
-    per response, since HF turns the KV cache off under checkpointing.
+    per response, since HF turns the KV cache off under checkpointing. ``attention_dropout``
+    (the Qwen2 built from a config only): dropout on the attention weights in training mode, a
+    regulariser for supervised training; RL modules refuse a policy with it (``policy_dropout``).
     """
+    if not 0.0 <= attention_dropout < 1.0:
+        raise ValueError(f"llm.attention_dropout must be in [0, 1), got {attention_dropout}")
+    if attention_dropout and (pretrained_path or whisper_decoder or whisper_cross):
+        raise ValueError("llm.attention_dropout applies to the Qwen2 built from a config only "
+                         "(not with pretrained_path / whisper_decoder / whisper_cross)")
     if whisper_cross:
         if pretrained_path or whisper_decoder or gradient_checkpointing:
             raise ValueError("llm.whisper_cross: no pretrained_path / whisper_decoder / gradient_checkpointing with it")
@@ -38,7 +46,8 @@ def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_
                              f"embeddings < the tokenizer's {vocab_size}: use its own WhisperTextTokenizer")
         return lm
     lm = _build_causal_lm(vocab_size, pretrained_path, hidden_size, num_layers, num_heads, num_kv_heads,
-                          intermediate_size, max_positions, tie_word_embeddings, attn_implementation, whisper_decoder)
+                          intermediate_size, max_positions, tie_word_embeddings, attn_implementation, whisper_decoder,
+                          attention_dropout)
     if gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return lm
@@ -46,7 +55,7 @@ def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_
 
 def _build_causal_lm(vocab_size, pretrained_path, hidden_size, num_layers, num_heads, num_kv_heads,
                      intermediate_size, max_positions, tie_word_embeddings, attn_implementation,
-                     whisper_decoder) -> nn.Module:
+                     whisper_decoder, attention_dropout=0.0) -> nn.Module:
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     if pretrained_path and whisper_decoder:
@@ -68,9 +77,30 @@ def _build_causal_lm(vocab_size, pretrained_path, hidden_size, num_layers, num_h
     cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
                       num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
                       intermediate_size=intermediate_size or 4 * hidden_size, max_position_embeddings=max_positions,
-                      tie_word_embeddings=tie_word_embeddings, use_cache=True)
+                      tie_word_embeddings=tie_word_embeddings, use_cache=True,
+                      attention_dropout=float(attention_dropout))
     cfg._attn_implementation = attn_implementation
     return Qwen2ForCausalLM(cfg)
+
+
+DROPOUT_KEYS = ("attention_dropout", "dropout", "activation_dropout", "hidden_dropout", "resid_pdrop",
+                "embd_pdrop", "attn_pdrop")   # HF config fields that turn dropout on in training mode
+
+
+def policy_dropout(lm: nn.Module) -> list[str]:
+    """The dropout of a causal LM that is active in training mode: ``name=p`` for its HF
+    config's dropout fields (``DROPOUT_KEYS``) and every ``nn.Dropout`` with p > 0 (empty:
+    none). An RL policy must have none: the engine samples without dropout and the update
+    re-scores with it, so the importance ratio of eq. 4 would not be 1 at the first step.
+
+    >>> policy_dropout(build_causal_lm(16, hidden_size=8, num_layers=1, num_heads=2, num_kv_heads=1))
+    []
+    """
+    cfg = getattr(lm, "config", None)
+    found = [f"{k}={getattr(cfg, k)}" for k in DROPOUT_KEYS if isinstance(getattr(cfg, k, None), float)
+             and getattr(cfg, k) > 0]
+    found += [f"{name}={m.p}" for name, m in lm.named_modules() if isinstance(m, nn.Dropout) and m.p > 0]
+    return found
 
 
 def response_logprobs(llm: nn.Module, prompt: torch.Tensor, prompt_mask: torch.Tensor, resp_ids: torch.Tensor,

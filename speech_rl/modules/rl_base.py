@@ -19,6 +19,7 @@ from speech_rl.callbacks.phases import run_phase
 from speech_rl.engines import SamplingParams, build_engine
 from speech_rl.config_files import require_keys
 from speech_rl.engines.base import GuardedEngine, full_named_parameters
+from speech_rl.models.llm import policy_dropout
 from speech_rl.models.lora import (AdaptersOff, base_is_rebuilt, fill_frozen, frozen_base_names, is_lora, merged_copy,
                                    merged_named_parameters)
 from speech_rl.modules.optim import RL_KEYS, adamw_warmup_cosine, require_optim_keys
@@ -80,7 +81,13 @@ class RLModule(L.LightningModule):
         return ref
 
     def _build_engine(self, lm: nn.Module, eos_id: int, pad_id: int) -> None:
-        """The rollout engine over ``lm`` (a plain copy with the adapters merged for LoRA)."""
+        """The rollout engine over ``lm`` (a plain copy with the adapters merged for LoRA). A
+        policy with dropout is refused (``policy_dropout``): the engine samples without it."""
+        dropout = policy_dropout(lm)
+        if dropout:
+            raise ValueError(f"RL policy LM has dropout in training mode ({', '.join(dropout)}): the engine samples "
+                             "without dropout and the update would re-score with it (eq. 4's ratio != 1 on-policy); "
+                             "set model.lm.attention_dropout=0 / model.lora.dropout=0 for RL (dropout is for SFT)")
         cfg = self.hparams.rollout
         seed = int(self.hparams.get("seed", 0)) + 1000 * self.global_rank
         engine = build_engine(cfg.get("engine", "torch"), lm=merged_copy(lm), eos_id=eos_id, pad_id=pad_id, seed=seed,

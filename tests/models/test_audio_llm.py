@@ -207,3 +207,24 @@ def test_gradient_checkpointing_gives_the_same_logprobs_and_gradients():
     torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
     for n in ga:
         torch.testing.assert_close(ga[n], gb[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_attention_dropout_is_on_in_training_mode_only_and_is_reported():
+    from speech_rl.models.llm import build_causal_lm, policy_dropout
+
+    kw = dict(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2)
+    lm = build_causal_lm(40, attention_dropout=0.5, **kw)
+    ids = torch.randint(0, 40, (2, 12))
+    torch.manual_seed(0)
+    lm.train()
+    a, b = lm(input_ids=ids).logits, lm(input_ids=ids).logits
+    assert not torch.allclose(a, b)                      # two draws of the dropout masks
+    lm.eval()
+    with torch.no_grad():
+        assert torch.equal(lm(input_ids=ids).logits, lm(input_ids=ids).logits)
+    assert policy_dropout(lm) == ["attention_dropout=0.5"]
+    assert policy_dropout(build_causal_lm(40, **kw)) == []
+    with pytest.raises(ValueError, match=r"attention_dropout must be in \[0, 1\), got 1.0"):
+        build_causal_lm(40, attention_dropout=1.0, **kw)
+    with pytest.raises(ValueError, match="Qwen2 built from a config only"):
+        build_causal_lm(40, pretrained_path="/nonexistent", attention_dropout=0.1)

@@ -19,8 +19,8 @@ def short(hyp, **_):
     return [-len(h) / 10 for h in hyp]
 
 
-def make(**algo):
-    return TextGRPOModule(CharTokenizer(), llm={"hidden_size": 64, "num_layers": 2, "max_positions": 256},
+def make(llm=None, **algo):
+    return TextGRPOModule(CharTokenizer(), llm={"hidden_size": 64, "num_layers": 2, "max_positions": 256, **(llm or {})},
                           algorithm=load_algorithm("grpo", **{"group_size": 4, "clip_eps": 0.2, "beta": 0.0, **algo}),
                           reward={"terms": {"test_text_short": {"weight": 1.0}}},
                           rollout=load_config_group("rollout", "torch", max_new_tokens=24),
@@ -52,3 +52,10 @@ def test_reference_model_only_with_kl_and_empty_prompt_is_named():
     assert with_kl.reference is not None and not any(p.requires_grad for p in with_kl.reference.parameters())
     with pytest.raises(ValueError, match="prompt '' encodes to no tokens"):
         with_kl.prompt_ids(["fine", ""])
+
+
+def test_a_policy_with_dropout_is_refused_before_any_rollout():
+    """The engine samples without dropout; re-scoring with it would make eq. 4's ratio != 1."""
+    with pytest.raises(ValueError, match=r"RL policy LM has dropout in training mode \(attention_dropout=0.1\)"):
+        make(llm={"attention_dropout": 0.1}).create_engine()
+    make().create_engine()                               # no dropout: the engine builds
