@@ -46,14 +46,18 @@ def fit_tokenizer(manifests: list[str | Path], codebook_size: int = 256, stack: 
     return tok, inertia
 
 
-def tokenize_manifest(manifest: str | Path, tok: SpeechTokenizer, out: str | Path | None = None) -> Path:
-    """Tokenise every readable utterance of ``manifest``; bad rows are skipped with a
-    message (counted in the log). Returns the tokens file."""
+def tokenize_manifest(manifest: str | Path, tok: SpeechTokenizer, out: str | Path | None = None,
+                      progress: bool = True) -> Path:
+    """Tokenise every readable utterance of ``manifest`` (a progress bar unless ``progress`` is
+    False); bad rows are skipped with a message (counted in the log). Returns the tokens file."""
+    from tqdm import tqdm
+
     utts, bad = read_manifest(manifest, on_bad_row="skip", check_audio="header")
     if len(bad):
         log.warning("%s: skipped %s", manifest, bad.summary())
     rows = [{"id": u.id, "tokens": tok(torch.from_numpy(utterance_audio(u, tok.sample_rate))).tolist(),
-             "frame_rate": tok.frame_rate} for u in utts]
+             "frame_rate": tok.frame_rate}
+            for u in tqdm(utts, desc=f"tokenize {Path(manifest).name}", unit="utt", disable=not progress)]
     return write_manifest(out or tokens_path(manifest), rows)
 
 
