@@ -55,7 +55,7 @@ def build_causal_lm(vocab_size: int, pretrained_path: str | None = None, hidden_
 
 def _build_causal_lm(vocab_size, pretrained_path, hidden_size, num_layers, num_heads, num_kv_heads,
                      intermediate_size, max_positions, tie_word_embeddings, attn_implementation,
-                     whisper_decoder, attention_dropout=0.0) -> nn.Module:
+                     whisper_decoder, attention_dropout) -> nn.Module:
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     if pretrained_path and whisper_decoder:
